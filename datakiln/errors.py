@@ -1,0 +1,130 @@
+"""The exception tree. Every error datakiln raises on purpose is a ``KilnError``.
+
+::
+
+    KilnError                      anything datakiln raises on purpose
+    ├── RepoNotFound               no .kiln directory here or above
+    ├── RepoExists                 kiln init over an existing repository
+    ├── RevisionError              a revision that does not name exactly one commit
+    │   ├── RevisionNotFound
+    │   └── AmbiguousRevision
+    ├── ExampleError               an example id that does not name exactly one example
+    │   ├── ExampleNotFound
+    │   └── AmbiguousExample
+    ├── InputError                 bad user input; nothing was written
+    │   ├── BadImage               not a PNG/JPEG/WebP image we can decode safely
+    │   ├── BadManifest            a CSV/JSONL manifest or label file we cannot trust
+    │   ├── BadLabel               a label with forbidden characters
+    │   └── BadName                a branch or tag name git would reject
+    ├── StateError                 the operation does not fit the repository's state
+    │   ├── NothingToCommit
+    │   ├── MergeInProgress
+    │   └── UnresolvedConflicts
+    ├── ConcurrencyError           another writer got there first; retry
+    │   ├── LockTimeout
+    │   └── RefMoved
+    └── IntegrityError             the bytes on disk are not what they claim
+        ├── CorruptObject
+        └── MissingObject
+
+Messages name the bad value, what was expected, and how to fix it. The CLI prints the message
+and exits with status 1 (2 for usage errors), so no traceback reaches a user for these.
+"""
+
+from __future__ import annotations
+
+
+class KilnError(Exception):
+    """Base class of every error datakiln raises on purpose."""
+
+
+class RepoNotFound(KilnError):
+    """No repository at or above the given directory."""
+
+
+class RepoExists(KilnError):
+    """A repository already exists where one was to be created."""
+
+
+class RevisionError(KilnError):
+    """A revision string does not name exactly one commit."""
+
+
+class RevisionNotFound(RevisionError):
+    """No commit, branch or tag matches the revision."""
+
+
+class AmbiguousRevision(RevisionError):
+    """A commit-id prefix matches several commits."""
+
+
+class ExampleError(KilnError):
+    """An example id does not name exactly one example."""
+
+
+class ExampleNotFound(ExampleError):
+    """No example has this id or id prefix."""
+
+
+class AmbiguousExample(ExampleError):
+    """An id prefix matches several examples."""
+
+
+class InputError(KilnError):
+    """Bad input from the user; nothing was written."""
+
+
+class BadImage(InputError):
+    """A file is not an image datakiln accepts."""
+
+
+class BadManifest(InputError):
+    """A manifest or label file is malformed."""
+
+
+class BadLabel(InputError):
+    """A label contains forbidden characters or is empty."""
+
+
+class BadName(InputError):
+    """A branch or tag name is not allowed."""
+
+
+class StateError(KilnError):
+    """The operation does not fit the repository's current state."""
+
+
+class NothingToCommit(StateError):
+    """The stage is empty."""
+
+
+class MergeInProgress(StateError):
+    """A merge is under way; finish it (commit) or abort it first."""
+
+
+class UnresolvedConflicts(StateError):
+    """A merge still has conflicting examples."""
+
+
+class ConcurrencyError(KilnError):
+    """Another writer changed the repository first; the operation can be retried."""
+
+
+class LockTimeout(ConcurrencyError):
+    """The repository lock was held by another process for too long."""
+
+
+class RefMoved(ConcurrencyError):
+    """A ref no longer has the value the caller expected (compare-and-swap failed)."""
+
+
+class IntegrityError(KilnError):
+    """Stored bytes do not match their hash, or an object is missing."""
+
+
+class CorruptObject(IntegrityError):
+    """An object's bytes do not hash to its id, or cannot be decoded."""
+
+
+class MissingObject(IntegrityError):
+    """An object that should exist is not in the store."""

@@ -1,0 +1,159 @@
+"""Importing: check candidates' bytes in parallel, store new blobs in one pack, build a segment.
+
+A bad file (empty, truncated, not an image, a decompression bomb) is reported by name. Without
+``skip_bad`` one bad file stops the import and nothing is published: the pack being written is a
+temp file until every candidate has passed.
+"""
+
+from __future__ import annotations
+
+import multiprocessing
+import os
+import time
+from collections.abc import Iterable, Iterator
+from pathlib import Path
+from dataclasses import dataclass, field
+
+from .errors import BadImage
+from .progress import Progress
+from .sources.images import MAX_BYTES, ImageFacts, blob_id, example_id, inspect_image
+from .sources.scan import Candidate
+from .store.objects import ObjectStore
+from .table import SPLITS, Segment
+
+# Below this many files, starting worker processes costs more than it saves.
+PARALLEL_MIN = 256
+
+Checked = tuple[str | None, bytes | None, ImageFacts | None, str | None]
+
+
+@dataclass
+class ImportReport:
+    added: int = 0
+    present: int = 0  # already in the repository under the same id
+    bad: list[str] = field(default_factory=list)  # one message per bad file
+    new_blobs: int = 0
+    segment: str | None = None
+
+
+def default_split(eid: str) -> str:
+    """80/10/10 train/valid/test by id hash: stable, and independent of import order."""
+    bucket = int(eid[:8], 16) % 10
+    return SPLITS[0] if bucket < 8 else SPLITS[1] if bucket == 8 else SPLITS[2]
+
+
+def check_one(item: tuple[str, str | None, bytes | None, str | None]) -> Checked:
+    name, path, data, within = item
+    try:
+        if data is None:
+            assert path is not None
+            if within is not None and not os.path.realpath(path).startswith(within + os.sep):
+                raise BadImage(f"{name}: the path leads outside {within} through a link; copy the file in instead")
+            size = os.path.getsize(path)
+            if size > MAX_BYTES:
+                raise BadImage(f"{name}: {size} bytes is over the {MAX_BYTES >> 20} MiB limit per image; downscale it")
+            with open(path, "rb") as f:
+                data = f.read()
+        facts = inspect_image(data, name)
+        return blob_id(data), data, facts, None
+    except BadImage as e:
+        return None, None, None, str(e)
+    except OSError as e:
+        return None, None, None, f"{name}: cannot read the file ({e.strerror or e}); check its permissions"
+
+
+def _real(p: Path, cache: dict[Path, str]) -> str:
+    if p not in cache:
+        cache[p] = os.path.realpath(p)
+    return cache[p]
+
+
+def check_all(cands: list[Candidate], jobs: int) -> Iterator[Checked]:
+    reals: dict[Path, str] = {}
+    items = [
+        (c.name, str(c.path) if c.path else None, c.data, _real(c.within, reals) if c.within else None) for c in cands
+    ]
+    if jobs <= 1 or len(items) < PARALLEL_MIN:
+        yield from map(check_one, items)
+        return
+    # fork: workers inherit the imported modules, so each starts in milliseconds.
+    with multiprocessing.get_context("fork").Pool(jobs) as pool:
+        yield from pool.imap(check_one, items, chunksize=128)
+
+
+def build_segment(
+    store: ObjectStore,
+    cands: list[Candidate],
+    present_ids: Iterable[str],
+    *,
+    skip_bad: bool = False,
+    jobs: int = 1,
+    now: int | None = None,
+) -> tuple[Segment | None, ImportReport]:
+    """Check, dedupe and store candidates; return the segment of new rows (not yet stored)."""
+    now = int(time.time()) if now is None else now
+    present = set(present_ids)
+    known_blobs = store.packed_ids()
+    report = ImportReport()
+    writer = store.pack_writer()
+    ids: list[str] = []
+    blobs: list[str] = []
+    rows: list[tuple[Candidate, ImageFacts, str]] = []
+    try:
+        with Progress(len(cands), "import") as bar:
+            for cand, (oid, data, facts, err) in zip(cands, check_all(cands, jobs)):
+                bar.update()
+                if err is not None:
+                    report.bad.append(err)
+                    continue
+                assert oid is not None and data is not None and facts is not None
+                eid = example_id(oid, cand.name)
+                if eid in present:
+                    report.present += 1
+                    continue
+                present.add(eid)
+                raw = bytes.fromhex(oid)
+                if raw not in known_blobs:
+                    known_blobs.add(raw)
+                    writer.add(oid, b"r" + data)
+                ids.append(eid)
+                blobs.append(oid)
+                rows.append((cand, facts, eid))
+        if report.bad and not skip_bad:
+            raise BadImage(_bad_summary(report.bad))
+    except BaseException:
+        writer.abort()
+        raise
+    report.new_blobs = len(writer)
+    writer.finish()
+    report.added = len(ids)
+    if not ids:
+        return None, report
+    return Segment(ids, blobs, _columns(rows, now)), report
+
+
+def _bad_summary(bad: list[str]) -> str:
+    shown = "\n  ".join(bad[:10])
+    more = f"\n  ... and {len(bad) - 10} more" if len(bad) > 10 else ""
+    return (
+        f"{len(bad)} bad file(s); nothing was imported:\n  {shown}{more}\n"
+        "Fix or remove them, or pass --skip-bad to import the rest and skip these."
+    )
+
+
+def _columns(rows: list[tuple[Candidate, ImageFacts, str]], now: int) -> dict[str, list[str | int | None]]:
+    cols: dict[str, list[str | int | None]] = {
+        "name": [c.name for c, _, _ in rows],
+        "split": [c.split or default_split(eid) for c, _, eid in rows],
+        "label": [c.label for c, _, _ in rows],
+        "source": ["import" if c.label is not None else None for c, _, _ in rows],
+        "time": [now] * len(rows),
+        "format": [f.format for _, f, _ in rows],
+        "width": [f.width for _, f, _ in rows],
+        "height": [f.height for _, f, _ in rows],
+        "mode": [f.mode for _, f, _ in rows],
+    }
+    keys = sorted({k for c, _, _ in rows for k in c.meta})
+    for k in keys:
+        cols["meta:" + k] = [c.meta.get(k) for c, _, _ in rows]
+    return cols

@@ -1,0 +1,184 @@
+"""Sources: turn an image folder or a manifest into candidates (name, file, label, split, meta).
+
+Nothing here reads image bytes; ``datakiln.importer`` checks and stores the candidates.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+from dataclasses import dataclass, field
+from pathlib import Path, PurePosixPath
+
+from ..errors import BadManifest, InputError
+from .images import check_label, check_text
+
+SPLIT_NAMES = {"train": "train", "valid": "valid", "val": "valid", "validation": "valid", "test": "test"}
+RESERVED = {"path", "label", "split", "id"}
+
+
+@dataclass
+class Candidate:
+    name: str  # the example's name in the repository (a relative POSIX path)
+    path: Path | None  # file to read, or None when ``data`` holds the bytes
+    # A directory the file must stay inside after symlinks are resolved (manifests).
+    within: Path | None = None
+    label: str | None = None
+    split: str | None = None
+    meta: dict[str, str] = field(default_factory=dict)
+    data: bytes | None = None
+
+
+def _walk(root: Path) -> list[Path]:
+    """Files under ``root``, sorted, skipping hidden names (.DS_Store, .git, .kiln, ...)."""
+    out: list[Path] = []
+    stack = [root]
+    while stack:
+        d = stack.pop()
+        with os.scandir(d) as it:
+            for e in it:
+                if e.name.startswith("."):
+                    continue
+                if e.is_dir(follow_symlinks=False):
+                    stack.append(Path(e.path))
+                elif e.is_file():
+                    out.append(Path(e.path))
+    out.sort()
+    return out
+
+
+def scan_folder(root: Path) -> list[Candidate]:
+    """Class-per-subfolder layout: ``root/<label>/...``; files directly in ``root`` are unlabeled.
+
+    If every top-level folder is a split name (train/valid/val/test), the layout is
+    ``root/<split>/<label>/...``. Folders below the label become the ``folder`` metadata column.
+    """
+    if not root.is_dir():
+        raise InputError(f"{root}: not a directory; pass a folder of images, or --manifest FILE for a CSV/JSONL")
+    files = _walk(root)
+    tops = {p.relative_to(root).parts[0] for p in files if len(p.relative_to(root).parts) > 1}
+    by_split = bool(tops) and all(t.lower() in SPLIT_NAMES for t in tops)
+    out = []
+    for p in files:
+        parts = p.relative_to(root).parts
+        name = PurePosixPath(*parts).as_posix()
+        check_text(name, str(p))
+        split = None
+        if by_split and len(parts) > 1:
+            split, parts = SPLIT_NAMES[parts[0].lower()], parts[1:]
+        label = check_label(parts[0], str(p)) if len(parts) > 1 else None
+        meta = {"folder": "/".join(parts[1:-1])} if len(parts) > 2 else {}
+        out.append(Candidate(name=name, path=p, label=label, split=split, meta=meta))
+    return out
+
+
+def _safe_path(base: Path, raw: str, where: str) -> tuple[str, Path]:
+    if not raw:
+        raise BadManifest(f"{where}: the path is empty; give a path relative to the manifest's folder")
+    check_text(raw, where)
+    pure = PurePosixPath(raw.replace("\\", "/"))
+    if pure.is_absolute() or raw.startswith(("/", "\\")) or (len(raw) > 1 and raw[1] == ":"):
+        raise BadManifest(f"{where}: path {raw!r} is absolute; paths must be relative to the manifest's folder")
+    if ".." in pure.parts:
+        raise BadManifest(f"{where}: path {raw!r} contains '..'; paths must stay inside the manifest's folder")
+    # Escapes through symlinks are caught when the file is read (importer.check_one), in parallel.
+    return pure.as_posix(), base / pure
+
+
+def _row(base: Path, rec: dict[str, str], where: str) -> Candidate:
+    name, full = _safe_path(base, (rec.get("path") or "").strip(), where)
+    raw_label = rec.get("label")
+    label = check_label(raw_label, where) if raw_label not in (None, "") else None
+    split = None
+    raw_split = (rec.get("split") or "").strip()
+    if raw_split:
+        split = SPLIT_NAMES.get(raw_split.lower())
+        if split is None:
+            raise BadManifest(f"{where}: split {raw_split!r} is not one of train, valid, test (or leave it empty)")
+    meta = {k: check_text(v, f"{where} column {k!r}") for k, v in rec.items() if k not in RESERVED and v not in (None, "")}
+    return Candidate(name=name, path=full, label=label, split=split, meta=meta, within=base)
+
+
+def _check_header(header: list[str], manifest: Path) -> None:
+    if "path" not in header:
+        raise BadManifest(
+            f"{manifest}: no 'path' column (header is {','.join(header)!r}); the first line must name the "
+            "columns, e.g. path,label[,split][,metadata...]"
+        )
+    seen = set()
+    for h in header:
+        if not h:
+            raise BadManifest(f"{manifest}: the header has an empty column name; name every column")
+        if h in seen:
+            raise BadManifest(f"{manifest}: column {h!r} appears twice in the header; rename one")
+        seen.add(h)
+        check_text(h, f"{manifest} header")
+
+
+def scan_csv(manifest: Path) -> list[Candidate]:
+    base = manifest.parent
+    try:
+        text = manifest.read_text(encoding="utf-8-sig")
+    except UnicodeDecodeError as e:
+        raise BadManifest(f"{manifest}: not UTF-8 text ({e}); save it as UTF-8") from None
+    if "\0" in text:
+        raise BadManifest(f"{manifest}: contains NUL bytes; is it really a CSV file?")
+    reader = csv.reader(text.splitlines())
+    try:
+        header = [h.strip() for h in next(reader)]
+    except StopIteration:
+        raise BadManifest(f"{manifest}: the file is empty; it needs a header line path,label[,split,...]") from None
+    _check_header(header, manifest)
+    out = []
+    for lineno, fields in enumerate(reader, start=2):
+        if not fields:
+            continue
+        if len(fields) != len(header):
+            raise BadManifest(
+                f"{manifest} line {lineno}: {len(fields)} fields, but the header names {len(header)} "
+                f"({','.join(header)}); quote values that contain commas"
+            )
+        out.append(_row(base, dict(zip(header, fields)), f"{manifest} line {lineno}"))
+    return _no_duplicates(out, manifest)
+
+
+def scan_jsonl(manifest: Path) -> list[Candidate]:
+    base = manifest.parent
+    out = []
+    try:
+        lines = manifest.read_text(encoding="utf-8").splitlines()
+    except UnicodeDecodeError as e:
+        raise BadManifest(f"{manifest}: not UTF-8 text ({e}); save it as UTF-8") from None
+    for lineno, line in enumerate(lines, start=1):
+        if not line.strip():
+            continue
+        where = f"{manifest} line {lineno}"
+        try:
+            rec = json.loads(line)
+        except json.JSONDecodeError as e:
+            raise BadManifest(f"{where}: not valid JSON ({e.msg}); each line must be one JSON object") from None
+        if not isinstance(rec, dict) or "path" not in rec:
+            raise BadManifest(f"{where}: expected an object with a \"path\" key, e.g. {{\"path\": \"a.png\", \"label\": \"cat\"}}")
+        for k, v in rec.items():
+            if v is not None and not isinstance(v, (str, int, float, bool)):
+                raise BadManifest(f"{where}: key {k!r} holds a {type(v).__name__}; values must be strings or numbers")
+        out.append(_row(base, {k: ("" if v is None else str(v)) for k, v in rec.items()}, where))
+    return _no_duplicates(out, manifest)
+
+
+def _no_duplicates(cands: list[Candidate], manifest: Path) -> list[Candidate]:
+    seen: dict[str, int] = {}
+    for i, c in enumerate(cands):
+        if c.name in seen:
+            raise BadManifest(f"{manifest}: path {c.name!r} is listed twice (entries {seen[c.name] + 1} and {i + 1}); keep one")
+        seen[c.name] = i
+    return cands
+
+
+def scan_manifest(manifest: Path) -> list[Candidate]:
+    if not manifest.is_file():
+        raise InputError(f"{manifest}: no such file; pass a .csv or .jsonl manifest")
+    if manifest.suffix.lower() in (".jsonl", ".ndjson"):
+        return scan_jsonl(manifest)
+    return scan_csv(manifest)
