@@ -1,0 +1,87 @@
+"""Shared fixtures: real repositories on disk and the real ``kiln`` command in a subprocess."""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+from PIL import Image
+
+import datakiln
+
+HOSTILE = Path(__file__).parent / "hostile"
+# Tests run single-threaded: on 2 busy cores, worker pools only add noise.
+ENV = {**os.environ, "KILN_JOBS": "1", "KILN_USER": "tester", "KILN_PROGRESS": "0"}
+
+
+def kiln(*args: str, cwd: Path | str, check: bool = True, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    """Run the real ``kiln`` command (as ``python -m datakiln``) and return the finished process."""
+    proc = subprocess.run(
+        [sys.executable, "-m", "datakiln", *args], cwd=cwd, capture_output=True, text=True, env=env or ENV, timeout=300
+    )
+    if check and proc.returncode != 0:
+        raise AssertionError(f"kiln {' '.join(args)} failed ({proc.returncode}):\n{proc.stdout}\n{proc.stderr}")
+    return proc
+
+
+def kiln_json(*args: str, cwd: Path | str) -> Any:
+    return json.loads(kiln(*args, "--json", cwd=cwd).stdout)
+
+
+def png(color: tuple[int, int, int] = (200, 30, 30), size: tuple[int, int] = (8, 8), mode: str = "RGB", fmt: str = "PNG") -> bytes:
+    buf = io.BytesIO()
+    Image.new(mode, size, color if mode != "L" else color[0]).save(buf, format=fmt)
+    return buf.getvalue()
+
+
+def write_folder(root: Path, layout: dict[str, bytes]) -> Path:
+    for rel, data in layout.items():
+        p = root / rel
+        p.parent.mkdir(parents=True, exist_ok=True)
+        p.write_bytes(data)
+    return root
+
+
+@pytest.fixture(autouse=True)
+def _env(monkeypatch: pytest.MonkeyPatch) -> None:
+    for k, v in ENV.items():
+        monkeypatch.setenv(k, v)
+
+
+@pytest.fixture
+def repo(tmp_path: Path) -> datakiln.Repo:
+    return datakiln.Repo.init(tmp_path / "repo")
+
+
+@pytest.fixture(scope="session")
+def digits_template(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A committed repository of the digits sample, built once and copied per test."""
+    root = tmp_path_factory.mktemp("digits") / "repo"
+    r = datakiln.Repo.init(root)
+    r.import_sample("digits", jobs=1)
+    r.commit("digits sample")
+    return root
+
+
+@pytest.fixture
+def digits(digits_template: Path, tmp_path: Path) -> datakiln.Repo:
+    import shutil
+
+    dest = tmp_path / "digits"
+    shutil.copytree(digits_template, dest)
+    return datakiln.Repo(dest)
+
+
+def snapshot_files(root: Path) -> dict[str, int]:
+    """Every file under .kiln (except tmp/ and the lock) with its size: to prove nothing changed."""
+    out = {}
+    for p in (root / ".kiln").rglob("*"):
+        if p.is_file() and "tmp" not in p.relative_to(root / ".kiln").parts and p.name != "lock":
+            out[p.relative_to(root).as_posix()] = p.stat().st_size
+    return out
