@@ -420,6 +420,17 @@ def parse_age(text: str) -> float:
         raise KilnError(f"--prune {text!r} is not an age; use now, or a number with s, m, h, d or w (e.g. 2w)") from None
 
 
+def _demo_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("path", nargs="?", default="kiln-demo", help="directory to create (default: kiln-demo)")
+
+
+@command("demo", "a guided tour on the bundled digits sample: import, label, commit, diff", "kiln demo")(_demo_args)
+def cmd_demo(a: argparse.Namespace) -> int:
+    from .demo import run
+
+    return run(os.path.normpath(os.path.join(a.C, a.path)), main)
+
+
 # ---- entry point ------------------------------------------------------------------------
 
 

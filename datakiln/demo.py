@@ -1,0 +1,50 @@
+"""``kiln demo``: the newcomer's tour, run as the real commands it prints.
+
+Each step is printed as the ``kiln`` command a user would type, then run through the same CLI
+entry point, so the demo can never show something the commands do not do.
+"""
+
+from __future__ import annotations
+
+import shlex
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+from .errors import InputError
+
+# Two sample examples to relabel (digits/0005.png and digits/0011.png); their ids are stable
+# because the sample's bytes and names are.
+RELABEL = (("digits/0005.png", "8"), ("digits/0011.png", "7"))
+
+
+def steps(path: str, ids: dict[str, str] | None) -> list[list[str]]:
+    if ids is None:
+        return [["init", path], ["import", "--sample", "digits"], ["status"], ["commit", "-m", "import the digits sample"]]
+    label_steps = [["label", ids[name][:8], label] for name, label in RELABEL]
+    return [
+        *label_steps,
+        ["diff"],
+        ["commit", "-m", "relabel two ambiguous digits"],
+        ["log"],
+        ["diff", "HEAD~1", "HEAD"],
+    ]
+
+
+def run(path: str, main: Callable[[Sequence[str]], int]) -> int:
+    target = Path(path)
+    if target.exists():
+        raise InputError(f"{path} already exists; remove it or run 'kiln demo OTHER_DIR'")
+    for stage in (None, "ids"):
+        ids = None
+        if stage:
+            from .repo import Repo
+
+            ids = {r["name"]: r["id"] for r in Repo(path).ls()}
+        for args in steps(path, ids):
+            print(f"\n$ kiln {' '.join(shlex.quote(a) for a in args)}", flush=True)
+            full = list(args) if args[0] == "init" else ["-C", path, *args]
+            code = main(full)
+            if code:
+                return code
+    print(f"\nYour dataset repository is in {path}/. Try: cd {path} && kiln ls --label 7 && kiln log", flush=True)
+    return 0
