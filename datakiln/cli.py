@@ -14,24 +14,29 @@ from . import Repo, __version__
 from .errors import KilnError, NothingToCommit
 
 Handler = Callable[[argparse.Namespace], int | None]
-COMMANDS: dict[str, tuple[str, str, Handler, Callable[[argparse.ArgumentParser], None]]] = {}
+Setup = Callable[[argparse.ArgumentParser], None]
+COMMANDS: dict[str, tuple[str, str, Handler, Setup]] = {}
 
 
-def command(name: str, summary: str, example: str) -> Callable[[Any], Any]:
-    """Register ``kiln NAME``; the decorated function adds arguments, ``.run`` does the work."""
+def command(name: str, summary: str, example: str, setup: Setup) -> Callable[[Handler], Handler]:
+    """Register ``kiln NAME``: ``setup`` adds its arguments, the decorated function runs it."""
 
-    def wrap(setup: Callable[[argparse.ArgumentParser], None]) -> Any:
-        def register(run: Handler) -> Handler:
-            COMMANDS[name] = (summary, example, run, setup)
-            return run
+    def register(run: Handler) -> Handler:
+        COMMANDS[name] = (summary, example, run, setup)
+        return run
 
-        return register
+    return register
 
-    return wrap
+
+def _no_args(p: argparse.ArgumentParser) -> None:
+    """The command takes no options."""
 
 
 def out_json(obj: Any) -> None:
-    sys.stdout.write(json.dumps(obj, indent=2, ensure_ascii=False) + "\n")
+    """Indented for a terminal; compact for pipes (``indent=`` switches json to its slow
+    pure-Python encoder, which would triple ``kiln ls --json`` on 100k examples)."""
+    indent = 2 if sys.stdout.isatty() else None
+    sys.stdout.write(json.dumps(obj, ensure_ascii=False, indent=indent) + "\n")
 
 
 def repo(args: argparse.Namespace) -> Repo:
@@ -54,22 +59,38 @@ def _init_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--branch", default="main", help="name of the first branch (default: main)")
 
 
-@command("init", "create an empty dataset repository", "kiln init animals")(_init_args)
+@command("init", "create an empty dataset repository", "kiln init animals", _init_args)
 def cmd_init(a: argparse.Namespace) -> None:
     r = Repo.init(os.path.join(a.C, a.path), branch=a.branch)
     print(f"Initialized an empty kiln repository in {r.dir}")
 
 
 def _import_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("folder", nargs="?", help="folder of images, one subfolder per class (top-level files are unlabeled)")
+    p.add_argument(
+        "folder", nargs="?", help="folder of images, one subfolder per class (top-level files are unlabeled)"
+    )
     p.add_argument("--manifest", help="CSV or JSONL with columns path,label[,split][,metadata...]")
     p.add_argument("--sample", choices=["digits"], help="import a sample bundled with datakiln")
-    p.add_argument("--skip-bad", action="store_true", help="import the good files and report the bad ones (default: import nothing if any file is bad)")
-    p.add_argument("--jobs", type=int, default=None, help="worker processes for checking images (default: CPU count, or $KILN_JOBS)")
+    p.add_argument(
+        "--skip-bad",
+        action="store_true",
+        help="import the good files and report the bad ones (default: import nothing if any file is bad)",
+    )
+    p.add_argument(
+        "--jobs",
+        type=int,
+        default=None,
+        help="worker processes for checking images (default: CPU count, or $KILN_JOBS)",
+    )
     p.add_argument("--json", action="store_true", help="print the report as JSON")
 
 
-@command("import", "add examples from an image folder, a manifest, or a bundled sample", "kiln import ~/photos/animals\n  kiln import --manifest labels.csv\n  kiln import --sample digits")(_import_args)
+@command(
+    "import",
+    "add examples from an image folder, a manifest, or a bundled sample",
+    "kiln import ~/photos/animals\n  kiln import --manifest labels.csv\n  kiln import --sample digits",
+    _import_args,
+)
 def cmd_import(a: argparse.Namespace) -> int:
     chosen = [x for x in (a.folder, a.manifest, a.sample) if x]
     if len(chosen) != 1:
@@ -104,7 +125,12 @@ def _label_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--by", help="label source to record (default: human:$KILN_USER or your login)")
 
 
-@command("label", "stage label edits (one, or many from a CSV)", "kiln label 3f2a9c cat\n  kiln label --file fixes.csv")(_label_args)
+@command(
+    "label",
+    "stage label edits (one, or many from a CSV)",
+    "kiln label 3f2a9c cat\n  kiln label --file fixes.csv",
+    _label_args,
+)
 def cmd_label(a: argparse.Namespace) -> None:
     r = repo(a)
     if a.file:
@@ -123,13 +149,13 @@ def _rm_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("ids", nargs="+", help="example ids or unique prefixes")
 
 
-@command("rm", "stage the removal of examples", "kiln rm 3f2a9c 77b0e1")(_rm_args)
+@command("rm", "stage the removal of examples", "kiln rm 3f2a9c 77b0e1", _rm_args)
 def cmd_rm(a: argparse.Namespace) -> None:
     ids = repo(a).rm(a.ids)
     print(f"staged removal of {len(ids)} example(s)")
 
 
-@command("reset", "discard all staged changes (and an unfinished merge)", "kiln reset")(lambda p: None)
+@command("reset", "discard all staged changes (and an unfinished merge)", "kiln reset", _no_args)
 def cmd_reset(a: argparse.Namespace) -> None:
     repo(a).reset()
     print("staged changes discarded")
@@ -142,7 +168,7 @@ def _json_only(p: argparse.ArgumentParser) -> None:
     p.add_argument("--json", action="store_true", help="print JSON (schema in docs/cli.md)")
 
 
-@command("status", "show the branch, counts and staged changes", "kiln status --json")(_json_only)
+@command("status", "show the branch, counts and staged changes", "kiln status --json", _json_only)
 def cmd_status(a: argparse.Namespace) -> None:
     s = repo(a).status()
     if a.json:
@@ -155,7 +181,9 @@ def cmd_status(a: argparse.Namespace) -> None:
     print(f"{st['examples']} examples, {st['labeled']} labeled, {st['examples'] - st['labeled']} unlabeled")
     g = s["staged"]
     if any(g.values()):
-        print(f"Staged: {g['added']} added, {g['removed']} removed, {g['relabeled']} relabeled  ('kiln diff' shows them)")
+        print(
+            f"Staged: {g['added']} added, {g['removed']} removed, {g['relabeled']} relabeled  ('kiln diff' shows them)"
+        )
     else:
         print("Nothing staged")
     if s["merge"]:
@@ -174,7 +202,7 @@ def _commit_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--author", help="author name (default: $KILN_USER or your login)")
 
 
-@command("commit", "record the staged changes as a new commit", 'kiln commit -m "fix cats labelled dog"')(_commit_args)
+@command("commit", "record the staged changes as a new commit", 'kiln commit -m "fix cats labelled dog"', _commit_args)
 def cmd_commit(a: argparse.Namespace) -> None:
     r = repo(a)
     cid = r.commit(a.message, author=a.author)
@@ -187,10 +215,12 @@ def cmd_commit(a: argparse.Namespace) -> None:
 def _log_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("rev", nargs="?", default="HEAD", help="start here (default: HEAD)")
     p.add_argument("-n", type=int, help="show at most N commits")
-    p.add_argument("--json", action="store_true", help="print a JSON array of {id, parents, author, time, message, stats}")
+    p.add_argument(
+        "--json", action="store_true", help="print a JSON array of {id, parents, author, time, message, stats}"
+    )
 
 
-@command("log", "list commits, newest first", "kiln log -n 5\n  kiln log main --json")(_log_args)
+@command("log", "list commits, newest first", "kiln log -n 5\n  kiln log main --json", _log_args)
 def cmd_log(a: argparse.Namespace) -> None:
     commits = repo(a).log(a.rev, n=a.n)
     if a.json:
@@ -221,7 +251,7 @@ def _show_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--json", action="store_true", help="print {commit: {...}, diff: {added, removed, relabeled}}")
 
 
-@command("show", "show a commit and what it changed", "kiln show HEAD~1")(_show_args)
+@command("show", "show a commit and what it changed", "kiln show HEAD~1", _show_args)
 def cmd_show(a: argparse.Namespace) -> None:
     c, d = repo(a).show(a.rev)
     if a.json:
@@ -237,10 +267,19 @@ def cmd_show(a: argparse.Namespace) -> None:
 def _diff_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("a", nargs="?", help="from this revision (default: HEAD)")
     p.add_argument("b", nargs="?", help="to this revision (default: the working table, i.e. staged changes)")
-    p.add_argument("--json", action="store_true", help="print {added: [ids], removed: [ids], relabeled: [{id, old, new, source, time}]}")
+    p.add_argument(
+        "--json",
+        action="store_true",
+        help="print {added: [ids], removed: [ids], relabeled: [{id, old, new, source, time}]}",
+    )
 
 
-@command("diff", "row-level difference between two commits (or HEAD and the stage)", "kiln diff HEAD~1 HEAD\n  kiln diff --json")(_diff_args)
+@command(
+    "diff",
+    "row-level difference between two commits (or HEAD and the stage)",
+    "kiln diff HEAD~1 HEAD\n  kiln diff --json",
+    _diff_args,
+)
 def cmd_diff(a: argparse.Namespace) -> None:
     d = repo(a).diff(a.a, a.b)
     if a.json:
@@ -259,7 +298,12 @@ def _branch_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("-D", dest="force_delete", action="store_true", help="delete the branch even if not merged")
 
 
-@command("branch", "list, create or delete branches", "kiln branch relabel-birds\n  kiln branch -d relabel-birds")(_branch_args)
+@command(
+    "branch",
+    "list, create or delete branches",
+    "kiln branch relabel-birds\n  kiln branch -d relabel-birds",
+    _branch_args,
+)
 def cmd_branch(a: argparse.Namespace) -> None:
     r = repo(a)
     if a.name and (a.delete or a.force_delete):
@@ -279,7 +323,7 @@ def _tag_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("rev", nargs="?", default="HEAD", help="commit to tag (default: HEAD)")
 
 
-@command("tag", "list or create tags (names for commits that never move)", "kiln tag v1")(_tag_args)
+@command("tag", "list or create tags (names for commits that never move)", "kiln tag v1", _tag_args)
 def cmd_tag(a: argparse.Namespace) -> None:
     r = repo(a)
     if a.name:
@@ -294,7 +338,12 @@ def _checkout_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("-b", dest="create", action="store_true", help="create the branch at HEAD first")
 
 
-@command("checkout", "switch to a branch (staged changes come along)", "kiln checkout relabel-birds\n  kiln checkout -b new-branch")(_checkout_args)
+@command(
+    "checkout",
+    "switch to a branch (staged changes come along)",
+    "kiln checkout relabel-birds\n  kiln checkout -b new-branch",
+    _checkout_args,
+)
 def cmd_checkout(a: argparse.Namespace) -> None:
     r = repo(a)
     cid = r.checkout(a.target, create=a.create)
@@ -312,7 +361,12 @@ def _merge_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--json", action="store_true", help="print {result, commit, conflicts}")
 
 
-@command("merge", "three-way, row-level merge of a branch into the current one", "kiln merge relabel-birds\n  kiln merge --theirs        # settle the conflicts of a merge in progress")(_merge_args)
+@command(
+    "merge",
+    "three-way, row-level merge of a branch into the current one",
+    "kiln merge relabel-birds\n  kiln merge --theirs        # settle the conflicts of a merge in progress",
+    _merge_args,
+)
 def cmd_merge(a: argparse.Namespace) -> int:
     r = repo(a)
     side = "ours" if a.ours else "theirs" if a.theirs else None
@@ -333,7 +387,9 @@ def cmd_merge(a: argparse.Namespace) -> int:
         print(f"{len(res['conflicts'])} conflict(s); the rest of the merge is staged:")
         for c in res["conflicts"][:20]:
             print(f"  {c['id'][:12]}: ours {_side(c['ours'])}, theirs {_side(c['theirs'])}")
-        print("Settle with 'kiln merge --ours', 'kiln merge --theirs' or 'kiln label ID LABEL', then 'kiln commit -m MESSAGE'")
+        print(
+            "Settle with 'kiln merge --ours', 'kiln merge --theirs' or 'kiln label ID LABEL', then 'kiln commit -m MESSAGE'"
+        )
     else:
         print(f"{res['result']}: {short(res['commit'])}")
     return 1 if res["result"] == "conflicts" else 0
@@ -348,26 +404,40 @@ def _ls_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--split", choices=["train", "valid", "test"], help="only this split")
     p.add_argument("--source", help="only labels from this source (prefix: human, model, import)")
     p.add_argument("--unlabeled", action="store_true", help="only unlabeled examples")
-    p.add_argument("--json", action="store_true", help="print a JSON array of {id, label, split, source, time, name, blob, format, width, height, meta}")
+    p.add_argument(
+        "--json",
+        action="store_true",
+        help="print a JSON array of {id, label, split, source, time, name, blob, format, width, height, meta}",
+    )
 
 
-@command("ls", "list examples with their labels", "kiln ls --label cat --json")(_ls_args)
+@command("ls", "list examples with their labels", "kiln ls --label cat --json", _ls_args)
 def cmd_ls(a: argparse.Namespace) -> None:
     rows = repo(a).ls(rev=a.rev, label=a.label, split=a.split, source=a.source, unlabeled=a.unlabeled)
     if a.json:
         out_json(rows)
         return
-    lines = [f"{r['id'][:12]}  {r['split']:<5}  {str(r['label']) if r['label'] is not None else '-':<16} {str(r['source'] or '-'):<16} {r['name']}" for r in rows]
+    lines = [
+        f"{r['id'][:12]}  {r['split']:<5}  {str(r['label']) if r['label'] is not None else '-':<16} {str(r['source'] or '-'):<16} {r['name']}"
+        for r in rows
+    ]
     print("\n".join(lines))
 
 
 def _export_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("out", help="directory to create (must not exist, or be empty)")
-    p.add_argument("--format", choices=["parquet", "folder"], default="parquet", help="parquet: one file per split; folder: split/label/id.ext plus manifest.csv")
+    p.add_argument(
+        "--format",
+        choices=["parquet", "folder"],
+        default="parquet",
+        help="parquet: one file per split; folder: split/label/id.ext plus manifest.csv",
+    )
     p.add_argument("--rev", help="export this commit instead of the working table")
 
 
-@command("export", "write the dataset as Parquet or as an image folder", "kiln export --format parquet out/")(_export_args)
+@command(
+    "export", "write the dataset as Parquet or as an image folder", "kiln export --format parquet out/", _export_args
+)
 def cmd_export(a: argparse.Namespace) -> None:
     path = repo(a).export(a.out, format=a.format, rev=a.rev)
     print(f"exported to {path}")
@@ -378,7 +448,7 @@ def _cat_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--rev", help="read from this commit")
 
 
-@command("cat", "write an example's image bytes to stdout", "kiln cat 3f2a9c > cat.png")(_cat_args)
+@command("cat", "write an example's image bytes to stdout", "kiln cat 3f2a9c > cat.png", _cat_args)
 def cmd_cat(a: argparse.Namespace) -> None:
     data, _ = repo(a).read_image(a.id, rev=a.rev)
     sys.stdout.buffer.write(data)
@@ -387,7 +457,7 @@ def cmd_cat(a: argparse.Namespace) -> None:
 # ---- maintenance --------------------------------------------------------------------------
 
 
-@command("fsck", "verify every object's hash and every link; names what is damaged", "kiln fsck")(_json_only)
+@command("fsck", "verify every object's hash and every link; names what is damaged", "kiln fsck", _json_only)
 def cmd_fsck(a: argparse.Namespace) -> int:
     rep = repo(a).fsck()
     if a.json:
@@ -395,19 +465,25 @@ def cmd_fsck(a: argparse.Namespace) -> int:
     else:
         for e in rep.errors:
             print(f"error: {e}")
-        print(f"checked {rep.objects} objects in {rep.packs} pack(s) and loose; {rep.reachable} reachable, {rep.dangling} dangling, {rep.temp_files} temp file(s)")
+        print(
+            f"checked {rep.objects} objects in {rep.packs} pack(s) and loose; {rep.reachable} reachable, {rep.dangling} dangling, {rep.temp_files} temp file(s)"
+        )
         print("ok" if rep.ok else f"{len(rep.errors)} error(s)")
     return 0 if rep.ok else 1
 
 
 def _gc_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--prune", default="2w", help="drop unreachable objects older than this: now, 30m, 12h, 2w (default: 2w)")
+    p.add_argument(
+        "--prune", default="2w", help="drop unreachable objects older than this: now, 30m, 12h, 2w (default: 2w)"
+    )
 
 
-@command("gc", "remove unreachable objects and leftovers of interrupted commands", "kiln gc --prune now")(_gc_args)
+@command("gc", "remove unreachable objects and leftovers of interrupted commands", "kiln gc --prune now", _gc_args)
 def cmd_gc(a: argparse.Namespace) -> None:
     rep = repo(a).gc(prune_seconds=parse_age(a.prune))
-    print(f"removed {rep.removed_objects} object(s), {rep.freed_bytes:,} bytes; rewrote {rep.packs_rewritten} pack(s); {rep.temp_files} temp file(s)")
+    print(
+        f"removed {rep.removed_objects} object(s), {rep.freed_bytes:,} bytes; rewrote {rep.packs_rewritten} pack(s); {rep.temp_files} temp file(s)"
+    )
 
 
 def parse_age(text: str) -> float:
@@ -417,14 +493,16 @@ def parse_age(text: str) -> float:
     try:
         return float(text[:-1]) * units[text[-1]]
     except (KeyError, ValueError, IndexError):
-        raise KilnError(f"--prune {text!r} is not an age; use now, or a number with s, m, h, d or w (e.g. 2w)") from None
+        raise KilnError(
+            f"--prune {text!r} is not an age; use now, or a number with s, m, h, d or w (e.g. 2w)"
+        ) from None
 
 
 def _demo_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("path", nargs="?", default="kiln-demo", help="directory to create (default: kiln-demo)")
 
 
-@command("demo", "a guided tour on the bundled digits sample: import, label, commit, diff", "kiln demo")(_demo_args)
+@command("demo", "a guided tour on the bundled digits sample: import, label, commit, diff", "kiln demo", _demo_args)
 def cmd_demo(a: argparse.Namespace) -> int:
     from .demo import run
 
@@ -444,7 +522,13 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("-C", default=".", metavar="PATH", help="run as if kiln was started in PATH")
     sub = p.add_subparsers(dest="command", metavar="COMMAND")
     for name, (summary, example, run, setup) in COMMANDS.items():
-        sp = sub.add_parser(name, help=summary, description=summary, epilog=f"example:\n  {example}", formatter_class=argparse.RawDescriptionHelpFormatter)
+        sp = sub.add_parser(
+            name,
+            help=summary,
+            description=summary,
+            epilog=f"example:\n  {example}",
+            formatter_class=argparse.RawDescriptionHelpFormatter,
+        )
         setup(sp)
         sp.set_defaults(run=run)
     return p

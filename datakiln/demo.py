@@ -19,7 +19,12 @@ RELABEL = (("digits/0005.png", "8"), ("digits/0011.png", "7"))
 
 def steps(path: str, ids: dict[str, str] | None) -> list[list[str]]:
     if ids is None:
-        return [["init", path], ["import", "--sample", "digits"], ["status"], ["commit", "-m", "import the digits sample"]]
+        return [
+            ["init", path],
+            ["import", "--sample", "digits"],
+            ["status"],
+            ["commit", "-m", "import the digits sample"],
+        ]
     label_steps = [["label", ids[name][:8], label] for name, label in RELABEL]
     return [
         *label_steps,

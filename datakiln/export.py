@@ -51,8 +51,8 @@ def export(repo: Repo, out: Path, *, format: str = "parquet", rev: str | None = 
 
 def _parquet(repo: Repo, table: Table, tmp: Path) -> None:
     try:
-        import pyarrow as pa
-        import pyarrow.parquet as pq
+        import pyarrow as pa  # type: ignore[import-untyped]
+        import pyarrow.parquet as pq  # type: ignore[import-untyped]
     except ImportError:
         raise InputError("Parquet export needs pyarrow; install it with 'pip install pyarrow'") from None
     metas = table.meta_names()
@@ -93,5 +93,7 @@ def _folder(repo: Repo, table: Table, tmp: Path) -> None:
         dest = tmp / rel
         dest.parent.mkdir(parents=True, exist_ok=True)
         dest.write_bytes(repo.store.get(table.blobs[i]))
-        w.writerow([rel, label or "", c["split"][i], eid, c["source"][i] or "", *[c["meta:" + m][i] or "" for m in metas]])
+        w.writerow(
+            [rel, label or "", c["split"][i], eid, c["source"][i] or "", *[c["meta:" + m][i] or "" for m in metas]]
+        )
     (tmp / "manifest.csv").write_text(buf.getvalue())

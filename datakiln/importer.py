@@ -11,8 +11,8 @@ import multiprocessing
 import os
 import time
 from collections.abc import Iterable, Iterator
-from pathlib import Path
 from dataclasses import dataclass, field
+from pathlib import Path
 
 from .errors import BadImage
 from .progress import Progress

@@ -177,7 +177,10 @@ def gc(repo: Repo, *, prune_seconds: float) -> GcReport:
         errors: list[str] = []
         live = reachable(repo, errors)
         if errors:
-            raise IntegrityError("gc refused: the repository has errors; run 'kiln fsck' and fix them first:\n  " + "\n  ".join(errors[:5]))
+            raise IntegrityError(
+                "gc refused: the repository has errors; run 'kiln fsck' and fix them first:\n  "
+                + "\n  ".join(errors[:5])
+            )
         for oid in list(repo.store.loose_ids()):
             path = repo.store.loose_path(oid)
             if oid not in live and path.stat().st_mtime < cutoff:

@@ -47,7 +47,9 @@ def three_way(
     def conflict(eid: str) -> bool:
         side = prefer.get(eid)
         if side is None:
-            conflicts.append({"id": eid, "base": _side(base, eid), "ours": _side(ours, eid), "theirs": _side(theirs, eid)})
+            conflicts.append(
+                {"id": eid, "base": _side(base, eid), "ours": _side(ours, eid), "theirs": _side(theirs, eid)}
+            )
         return side == "theirs"
 
     for eid in ours.ids:
@@ -162,7 +164,9 @@ def resolve(repo: Repo, side: str, ids: Any = None) -> list[str]:
     with repo.lock:
         state = repo._merge_state()
         if not state:
-            raise StateError("no merge is in progress; 'kiln merge BRANCH --ours|--theirs' settles conflicts as it merges")
+            raise StateError(
+                "no merge is in progress; 'kiln merge BRANCH --ours|--theirs' settles conflicts as it merges"
+            )
         open_ = [c["id"] for c in state["conflicts"] if c["id"] not in state["resolved"]]
         chosen = open_ if ids is None else [i for i in open_ if any(i.startswith(p) for p in ids)]
         _, head = repo.head()
@@ -193,17 +197,23 @@ def read_label_file(path: Path) -> list[tuple[str, str | None]]:
         raise BadManifest(f"{path}: not UTF-8 text ({e}); save it as UTF-8") from None
     rows = list(csv.reader(lines))
     if not rows or [h.strip() for h in rows[0]] != ["id", "label"]:
-        raise BadManifest(f"{path}: the first line must be the header 'id,label' (found {','.join(rows[0]) if rows else 'nothing'!r})")
+        raise BadManifest(
+            f"{path}: the first line must be the header 'id,label' (found {','.join(rows[0]) if rows else 'nothing'!r})"
+        )
     out: list[tuple[str, str | None]] = []
     seen: dict[str, int] = {}
     for lineno, fields in enumerate(rows[1:], start=2):
         if not fields:
             continue
         if len(fields) != 2:
-            raise BadManifest(f"{path} line {lineno}: {len(fields)} fields; expected 2 (id,label); quote labels that contain commas")
+            raise BadManifest(
+                f"{path} line {lineno}: {len(fields)} fields; expected 2 (id,label); quote labels that contain commas"
+            )
         eid, label = fields[0].strip(), fields[1]
         if eid in seen:
-            raise BadManifest(f"{path} line {lineno}: id {eid!r} already appears on line {seen[eid]}; keep one line per example")
+            raise BadManifest(
+                f"{path} line {lineno}: id {eid!r} already appears on line {seen[eid]}; keep one line per example"
+            )
         seen[eid] = lineno
         out.append((eid, check_label(label, f"{path} line {lineno}") if label != "" else None))
     return out

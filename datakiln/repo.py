@@ -98,7 +98,9 @@ class Repo:
         self.dir = self.root / KILN_DIR
         cfg = json.loads((self.dir / "config.json").read_text())
         if cfg.get("format") != FORMAT:
-            raise StateError(f"{self.dir} has format {cfg.get('format')}; this datakiln reads format {FORMAT}; upgrade datakiln")
+            raise StateError(
+                f"{self.dir} has format {cfg.get('format')}; this datakiln reads format {FORMAT}; upgrade datakiln"
+            )
         self.id: str = cfg["repo_id"]
         self.tmp_dir = self.dir / "tmp"
         self.lock = FileLock(self.dir / "lock")
@@ -271,7 +273,9 @@ class Repo:
 
         return self.import_candidates(sample(name), **kw)
 
-    def import_candidates(self, cands: list[Candidate], *, skip_bad: bool = False, jobs: int | None = None) -> ImportReport:
+    def import_candidates(
+        self, cands: list[Candidate], *, skip_bad: bool = False, jobs: int | None = None
+    ) -> ImportReport:
         jobs = jobs or int(os.environ.get("KILN_JOBS") or os.cpu_count() or 1)
         present = set(self.table().ids)
         seg, report = build_segment(self.store, cands, present, skip_bad=skip_bad, jobs=jobs)
@@ -303,7 +307,7 @@ class Repo:
             index = IdIndex(work.ids)
             full = [index.find(eid) for eid, _ in checked]
             seen: dict[str, str | None] = {}
-            for eid, (raw, lab) in zip(full, checked):
+            for eid, (_, lab) in zip(full, checked):
                 if eid in seen and seen[eid] != lab:
                     raise BadManifest(f"example {eid[:12]} is given two labels ({seen[eid]!r} and {lab!r}); keep one")
                 seen[eid] = lab
@@ -421,7 +425,9 @@ class Repo:
             self._merge_path.unlink(missing_ok=True)
             return cid
 
-    def _commit_edits(self, edits: Mapping[str, str | None], message: str, author: str, ref: str | None, head: str | None) -> str:
+    def _commit_edits(
+        self, edits: Mapping[str, str | None], message: str, author: str, ref: str | None, head: str | None
+    ) -> str:
         table = self.table_at(head)
         index = IdIndex(table.ids)
         now = int(time.time())
@@ -573,7 +579,12 @@ class Repo:
                 ref = ""
             stage = self._stage()
             if not stage.changes.is_empty():
-                _check_applies(self.table_at(cid), stage.changes, self.segments, hint="commit or 'kiln reset' them before switching")
+                _check_applies(
+                    self.table_at(cid),
+                    stage.changes,
+                    self.segments,
+                    hint="commit or 'kiln reset' them before switching",
+                )
             if ref:
                 self.refs.set_head(ref=ref)
             else:
@@ -631,6 +642,7 @@ class Repo:
         """Rows of the working table (or ``rev``), filtered; the ``kiln ls --json`` shape."""
         t = self.table(rev)
         c = t.cols
+        metas = t.meta_names()
         out = []
         for i in range(len(t)):
             if label is not None and c["label"][i] != label:
@@ -641,7 +653,7 @@ class Repo:
                 continue
             if source is not None and not str(c["source"][i] or "").startswith(source):
                 continue
-            out.append(t.row(i))
+            out.append(t.row(i, metas))
         return out
 
     def find(self, example: str, *, rev: str | None = None) -> dict[str, Any]:
@@ -670,7 +682,9 @@ class Repo:
         return gc(self, prune_seconds=prune_seconds)
 
 
-def _check_applies(table: Table, changes: Changes, segments: SegmentCache, *, hint: str = "run 'kiln reset' to drop them") -> None:
+def _check_applies(
+    table: Table, changes: Changes, segments: SegmentCache, *, hint: str = "run 'kiln reset' to drop them"
+) -> None:
     """Raise if staged labels or removals name examples missing from ``table`` plus its adds."""
     present = set(table.index)
     for oid in changes.add:

@@ -7,7 +7,12 @@ import difflib
 import re
 from collections.abc import Callable, Iterable
 
-from .errors import AmbiguousExample, AmbiguousRevision, ExampleNotFound, RevisionNotFound
+from .errors import (
+    AmbiguousExample,
+    AmbiguousRevision,
+    ExampleNotFound,
+    RevisionNotFound,
+)
 
 _SUFFIX = re.compile(r"(~\d*|\^\d*)")
 MIN_PREFIX = 4
@@ -64,20 +69,23 @@ class IdIndex:
         p = prefix.strip().lower()
         if len(p) < MIN_PREFIX or not re.fullmatch(r"[0-9a-f]+", p):
             raise ExampleNotFound(
-                f"example id {prefix!r} is not valid; give at least {MIN_PREFIX} hex digits of an id "
-                "shown by 'kiln ls'"
+                f"example id {prefix!r} is not valid; give at least {MIN_PREFIX} hex digits of an id shown by 'kiln ls'"
             )
         i = bisect.bisect_left(self.sorted, p)
-        hits = []
+        hits: list[str] = []
         while i < len(self.sorted) and self.sorted[i].startswith(p) and len(hits) < 5:
             hits.append(self.sorted[i])
             i += 1
         if not hits:
             raise ExampleNotFound(f"no example with id {prefix!r} in the working table; see 'kiln ls' for ids")
         if len(hits) > 1:
-            raise AmbiguousExample(f"example id {prefix!r} is ambiguous ({', '.join(h[:12] for h in hits)}, ...); type more digits")
+            raise AmbiguousExample(
+                f"example id {prefix!r} is ambiguous ({', '.join(h[:12] for h in hits)}, ...); type more digits"
+            )
         return hits[0]
 
 
 def ambiguous(rev: str, hits: list[str]) -> AmbiguousRevision:
-    return AmbiguousRevision(f"commit id {rev!r} is ambiguous ({', '.join(h[:12] for h in hits[:5])}); type more digits")
+    return AmbiguousRevision(
+        f"commit id {rev!r} is ambiguous ({', '.join(h[:12] for h in hits[:5])}); type more digits"
+    )

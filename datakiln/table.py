@@ -190,9 +190,10 @@ class Table:
     def meta_names(self) -> list[str]:
         return sorted(k[len(META_PREFIX) :] for k in self.cols if k.startswith(META_PREFIX))
 
-    def row(self, i: int) -> dict[str, Any]:
+    def row(self, i: int, metas: list[str] | None = None) -> dict[str, Any]:
         """One row as a plain dict (the shape of ``kiln ls --json``)."""
         c = self.cols
+        metas = self.meta_names() if metas is None else metas
         return {
             "id": self.ids[i],
             "label": c["label"][i],
@@ -204,7 +205,7 @@ class Table:
             "format": c["format"][i],
             "width": c["width"][i],
             "height": c["height"][i],
-            "meta": {m: c[META_PREFIX + m][i] for m in self.meta_names() if c[META_PREFIX + m][i] is not None},
+            "meta": {m: c[META_PREFIX + m][i] for m in metas if c[META_PREFIX + m][i] is not None} if metas else {},
         }
 
     def stats(self) -> dict[str, int]:
@@ -351,7 +352,7 @@ def delta_json(base: str, base_obj: dict[str, Any], changes: Changes) -> dict[st
 
 
 def needs_snapshot(delta: dict[str, Any]) -> bool:
-    return delta["depth"] >= MAX_DEPTH or delta["chain_rows"] >= MAX_CHAIN_ROWS
+    return bool(delta["depth"] >= MAX_DEPTH or delta["chain_rows"] >= MAX_CHAIN_ROWS)
 
 
 def state_header(store: ObjectStore, state: str) -> dict[str, Any]:

@@ -20,7 +20,9 @@ HOSTILE = Path(__file__).parent / "hostile"
 ENV = {**os.environ, "KILN_JOBS": "1", "KILN_USER": "tester", "KILN_PROGRESS": "0"}
 
 
-def kiln(*args: str, cwd: Path | str, check: bool = True, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+def kiln(
+    *args: str, cwd: Path | str, check: bool = True, env: dict[str, str] | None = None
+) -> subprocess.CompletedProcess[str]:
     """Run the real ``kiln`` command (as ``python -m datakiln``) and return the finished process."""
     proc = subprocess.run(
         [sys.executable, "-m", "datakiln", *args], cwd=cwd, capture_output=True, text=True, env=env or ENV, timeout=300
@@ -34,7 +36,9 @@ def kiln_json(*args: str, cwd: Path | str) -> Any:
     return json.loads(kiln(*args, "--json", cwd=cwd).stdout)
 
 
-def png(color: tuple[int, int, int] = (200, 30, 30), size: tuple[int, int] = (8, 8), mode: str = "RGB", fmt: str = "PNG") -> bytes:
+def png(
+    color: tuple[int, int, int] = (200, 30, 30), size: tuple[int, int] = (8, 8), mode: str = "RGB", fmt: str = "PNG"
+) -> bytes:
     buf = io.BytesIO()
     Image.new(mode, size, color if mode != "L" else color[0]).save(buf, format=fmt)
     return buf.getvalue()

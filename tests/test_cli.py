@@ -12,7 +12,9 @@ from tests.conftest import ENV, kiln, kiln_json, png, write_folder
 def test_walkthrough(tmp_path: Path) -> None:
     kiln("init", "animals", cwd=tmp_path)
     repo = tmp_path / "animals"
-    photos = write_folder(tmp_path / "photos", {"cat/1.png": png((1, 1, 1)), "dog/2.png": png((2, 2, 2)), "dog/3.png": png((3, 3, 3))})
+    photos = write_folder(
+        tmp_path / "photos", {"cat/1.png": png((1, 1, 1)), "dog/2.png": png((2, 2, 2)), "dog/3.png": png((3, 3, 3))}
+    )
     assert "imported 3 example(s)" in kiln("import", str(photos), cwd=repo).stdout
     kiln("import", "--sample", "digits", cwd=repo)
     status = kiln_json("status", cwd=repo)
@@ -107,7 +109,9 @@ def test_every_command_has_help_with_an_example() -> None:
     from datakiln.cli import COMMANDS
 
     for name in COMMANDS:
-        res = subprocess.run([sys.executable, "-m", "datakiln", name, "--help"], capture_output=True, text=True, env=ENV)
+        res = subprocess.run(
+            [sys.executable, "-m", "datakiln", name, "--help"], capture_output=True, text=True, env=ENV
+        )
         assert res.returncode == 0 and "example:" in res.stdout and f"kiln {name}" in res.stdout, name
 
 

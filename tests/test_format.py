@@ -70,10 +70,18 @@ def test_column_round_trip(col: list[tbl.Value]) -> None:
 
 
 hex32 = st.text("0123456789abcdef", min_size=32, max_size=32)
-label_sets = st.tuples(st.one_of(st.none(), st.text(min_size=1, max_size=5)), st.one_of(st.none(), st.text(max_size=5)), st.integers(0, 2**33))
+label_sets = st.tuples(
+    st.one_of(st.none(), st.text(min_size=1, max_size=5)),
+    st.one_of(st.none(), st.text(max_size=5)),
+    st.integers(0, 2**33),
+)
 
 
-@given(st.lists(hex32, unique=True, max_size=10), st.lists(hex32, max_size=5), st.dictionaries(hex32, label_sets, max_size=10))
+@given(
+    st.lists(hex32, unique=True, max_size=10),
+    st.lists(hex32, max_size=5),
+    st.dictionaries(hex32, label_sets, max_size=10),
+)
 def test_changes_round_trip(add: list[str], remove: list[str], sets: dict[str, tbl.LabelSet]) -> None:
     ch = tbl.Changes(add=[a + a for a in add], remove=remove, set=sets)
     back = tbl.Changes.from_json(ch.to_json())
@@ -94,7 +102,9 @@ ops = st.lists(
 
 @settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(ops)
-def test_history_matches_an_oracle(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch, seq: list[tuple[str, int, str | None]]) -> None:
+def test_history_matches_an_oracle(
+    tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch, seq: list[tuple[str, int, str | None]]
+) -> None:
     """Every commit's table, read back through deltas and snapshots, equals a plain dict model."""
     monkeypatch.setattr(tbl, "MAX_DEPTH", 3)  # snapshots every few commits, so both paths run
     tmp = tmp_path_factory.mktemp("oracle")
@@ -106,7 +116,7 @@ def test_history_matches_an_oracle(tmp_path_factory: pytest.TempPathFactory, mon
         work = r.table()
         if op == "import":
             r.import_folder(batches[n])
-            model = {e: l for e, l in zip(r.table().ids, r.table().cols["label"])}
+            model = {e: lab for e, lab in zip(r.table().ids, r.table().cols["label"])}
         elif op == "label" and len(work):
             eid = work.ids[n % len(work)]
             r.label(eid, lab)
@@ -121,7 +131,10 @@ def test_history_matches_an_oracle(tmp_path_factory: pytest.TempPathFactory, mon
     for cid, expected in committed:
         t = fresh.table(cid)
         assert {e: t.label_of(e)[0] for e in t.ids} == expected
-        assert fresh.read_commit(cid).stats == {"examples": len(expected), "labeled": sum(v is not None for v in expected.values())}
+        assert fresh.read_commit(cid).stats == {
+            "examples": len(expected),
+            "labeled": sum(v is not None for v in expected.values()),
+        }
     assert fresh.fsck().ok
 
 

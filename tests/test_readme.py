@@ -19,8 +19,11 @@ def readme_command(marker: str) -> str:
 
 def test_ci_runs_the_readme_test_command() -> None:
     out = subprocess.run(
-        ["awk", '/<!-- test-command -->/{f=1; next} f && /^```sh/{g=1; next} g && /^```/{exit} g{print}', "README.md"],
-        cwd=ROOT, capture_output=True, text=True, check=True,
+        ["awk", "/<!-- test-command -->/{f=1; next} f && /^```sh/{g=1; next} g && /^```/{exit} g{print}", "README.md"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        check=True,
     ).stdout.strip()
     assert out == readme_command("test-command")
     assert "awk" in (ROOT / ".ci" / "run").read_text()
@@ -29,7 +32,9 @@ def test_ci_runs_the_readme_test_command() -> None:
 def test_readme_main_command_on_a_fresh_copy(tmp_path: Path) -> None:
     """Copy the source tree, run the README's first command there, check the demo's result."""
     src = tmp_path / "src"
-    files = subprocess.run(["git", "ls-files", "-co", "--exclude-standard"], cwd=ROOT, capture_output=True, text=True, check=True).stdout.split()
+    files = subprocess.run(
+        ["git", "ls-files", "-co", "--exclude-standard"], cwd=ROOT, capture_output=True, text=True, check=True
+    ).stdout.split()
     for f in files:
         if (ROOT / f).is_file():
             (src / f).parent.mkdir(parents=True, exist_ok=True)
@@ -39,5 +44,11 @@ def test_readme_main_command_on_a_fresh_copy(tmp_path: Path) -> None:
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     assert "$ kiln commit -m 'relabel two ambiguous digits'" in proc.stdout
     assert "0 added, 0 removed, 2 relabeled" in proc.stdout
-    log = subprocess.run([str(src / ".venv" / "bin" / "kiln"), "log", "--json"], cwd=src / "kiln-demo", capture_output=True, text=True, check=True)
+    log = subprocess.run(
+        [str(src / ".venv" / "bin" / "kiln"), "log", "--json"],
+        cwd=src / "kiln-demo",
+        capture_output=True,
+        text=True,
+        check=True,
+    )
     assert '"relabel two ambiguous digits"' in log.stdout

@@ -61,7 +61,10 @@ def test_import_folder_layouts(repo: datakiln.Repo, tmp_path: Path) -> None:
 
 
 def test_split_folders_are_splits(repo: datakiln.Repo, tmp_path: Path) -> None:
-    src = write_folder(tmp_path / "ds", {"train/cat/a.png": png((1, 1, 1)), "val/dog/b.png": png((2, 2, 2)), "test/c.png": png((3, 3, 3))})
+    src = write_folder(
+        tmp_path / "ds",
+        {"train/cat/a.png": png((1, 1, 1)), "val/dog/b.png": png((2, 2, 2)), "test/c.png": png((3, 3, 3))},
+    )
     repo.import_folder(src)
     rows = {r["name"]: r for r in repo.ls()}
     assert (rows["train/cat/a.png"]["split"], rows["train/cat/a.png"]["label"]) == ("train", "cat")
@@ -82,12 +85,18 @@ def test_manifest_csv_and_jsonl(repo: datakiln.Repo, tmp_path: Path) -> None:
     d = tmp_path / "m"
     write_folder(d, {"img/a.png": png((1, 0, 0)), "img/b.png": png((0, 1, 0)), "img/c.png": png((0, 0, 1))})
     (d / "labels.csv").write_text('path,label,split,camera\nimg/a.png,cat,test,"canon, eos"\nimg/b.png,,train,\n')
-    (d / "more.jsonl").write_text(json.dumps({"path": "img/c.png", "label": "dog", "camera": "sony", "iso": 100}) + "\n")
+    (d / "more.jsonl").write_text(
+        json.dumps({"path": "img/c.png", "label": "dog", "camera": "sony", "iso": 100}) + "\n"
+    )
     repo.import_manifest(d / "labels.csv")
     repo.import_manifest(d / "more.jsonl")
     rows = {r["name"]: r for r in repo.ls()}
     assert rows["img/a.png"] | {} == rows["img/a.png"]
-    assert (rows["img/a.png"]["label"], rows["img/a.png"]["split"], rows["img/a.png"]["meta"]) == ("cat", "test", {"camera": "canon, eos"})
+    assert (rows["img/a.png"]["label"], rows["img/a.png"]["split"], rows["img/a.png"]["meta"]) == (
+        "cat",
+        "test",
+        {"camera": "canon, eos"},
+    )
     assert rows["img/b.png"]["label"] is None and rows["img/b.png"]["split"] == "train"
     assert rows["img/c.png"]["meta"] == {"camera": "sony", "iso": "100"}
 
@@ -180,7 +189,9 @@ def test_branch_checkout_and_fast_forward(digits: datakiln.Repo) -> None:
     assert "feature" not in digits.branches()
 
 
-def _diverge(r: datakiln.Repo, ours: dict[int, str | None], theirs: dict[int, str | None], rm_theirs: list[int] = ()) -> list[str]:
+def _diverge(
+    r: datakiln.Repo, ours: dict[int, str | None], theirs: dict[int, str | None], rm_theirs: list[int] = ()
+) -> list[str]:
     ids = r.table().ids
     r.checkout("other", create=True)
     for i, lab in theirs.items():
@@ -312,8 +323,9 @@ def test_export_parquet_and_folder(digits: datakiln.Repo, tmp_path: Path) -> Non
 
 
 def test_read_image_round_trip(digits: datakiln.Repo) -> None:
-    from PIL import Image
     import io
+
+    from PIL import Image
 
     data, fmt = digits.read_image(digits.table().ids[0])
     assert fmt == "png" and Image.open(io.BytesIO(data)).size == (8, 8)

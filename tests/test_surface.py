@@ -17,7 +17,9 @@ ROOT = Path(__file__).resolve().parent.parent
 
 def test_import_is_light() -> None:
     code = "import sys, datakiln; print(','.join(sorted(m for m in ('torch', 'fastapi', 'numpy', 'PIL', 'pyarrow', 'datakiln.cli', 'argparse', 'click') if m in sys.modules)))"
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=ENV, check=True).stdout.strip()
+    out = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, env=ENV, check=True
+    ).stdout.strip()
     assert out == ""
 
 
@@ -41,5 +43,25 @@ def test_every_command_is_documented() -> None:
 
 def test_glossary_terms() -> None:
     doc = (ROOT / "docs" / "glossary.md").read_text()
-    for term in ("example", "example id", "label", "label source", "split", "slice", "commit", "ref", "stage", "segment", "snapshot", "delta", "blob", "pack", "build", "package", "pred_probs", "N", "K"):
+    for term in (
+        "example",
+        "example id",
+        "label",
+        "label source",
+        "split",
+        "slice",
+        "commit",
+        "ref",
+        "stage",
+        "segment",
+        "snapshot",
+        "delta",
+        "blob",
+        "pack",
+        "build",
+        "package",
+        "pred_probs",
+        "N",
+        "K",
+    ):
         assert re.search(rf"\*\*{re.escape(term)}\*\*", doc, re.I), term

@@ -39,7 +39,7 @@ def inspect_image(data: bytes, name: str) -> ImageFacts:
         raise BadImage(f"{name}: the file is empty (0 bytes); re-export it or remove it")
     if len(data) > MAX_BYTES:
         raise BadImage(f"{name}: {len(data)} bytes is over the {MAX_BYTES >> 20} MiB limit per image; downscale it")
-    from PIL import Image
+    from PIL import Image, UnidentifiedImageError
 
     try:
         with warnings.catch_warnings():
@@ -58,10 +58,9 @@ def inspect_image(data: bytes, name: str) -> ImageFacts:
         raise
     except (Image.DecompressionBombError, Image.DecompressionBombWarning) as e:
         raise BadImage(f"{name}: refused as a decompression bomb ({e}); downscale it before importing") from None
-    except Image.UnidentifiedImageError:
+    except UnidentifiedImageError:
         raise BadImage(
-            f"{name}: not a PNG, JPEG or WebP image (by its bytes, whatever its name says); "
-            "convert it or remove it"
+            f"{name}: not a PNG, JPEG or WebP image (by its bytes, whatever its name says); convert it or remove it"
         ) from None
     except (OSError, SyntaxError, ValueError, EOFError, KeyError, IndexError) as e:
         raise BadImage(f"{name}: the image is corrupt or truncated ({e}); re-export it or remove it") from None
@@ -110,7 +109,9 @@ def _check_label(label: str, where: str) -> str:
     if label != label.strip():
         raise BadLabel(f"{where}: label {label!r} has leading or trailing spaces; remove them")
     if "/" in label or "\\" in label or label in (".", ".."):
-        raise BadLabel(f"{where}: label {label!r} may not contain '/' or '\\' or be '.'/'..' (labels become folder names on export)")
+        raise BadLabel(
+            f"{where}: label {label!r} may not contain '/' or '\\' or be '.'/'..' (labels become folder names on export)"
+        )
     if len(label) > MAX_LABEL_LEN:
         raise BadLabel(f"{where}: label is {len(label)} characters; the limit is {MAX_LABEL_LEN}")
     return label

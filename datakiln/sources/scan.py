@@ -96,7 +96,9 @@ def _row(base: Path, rec: dict[str, str], where: str) -> Candidate:
         split = SPLIT_NAMES.get(raw_split.lower())
         if split is None:
             raise BadManifest(f"{where}: split {raw_split!r} is not one of train, valid, test (or leave it empty)")
-    meta = {k: check_text(v, f"{where} column {k!r}") for k, v in rec.items() if k not in RESERVED and v not in (None, "")}
+    meta = {
+        k: check_text(v, f"{where} column {k!r}") for k, v in rec.items() if k not in RESERVED and v not in (None, "")
+    }
     return Candidate(name=name, path=full, label=label, split=split, meta=meta, within=base)
 
 
@@ -159,7 +161,9 @@ def scan_jsonl(manifest: Path) -> list[Candidate]:
         except json.JSONDecodeError as e:
             raise BadManifest(f"{where}: not valid JSON ({e.msg}); each line must be one JSON object") from None
         if not isinstance(rec, dict) or "path" not in rec:
-            raise BadManifest(f"{where}: expected an object with a \"path\" key, e.g. {{\"path\": \"a.png\", \"label\": \"cat\"}}")
+            raise BadManifest(
+                f'{where}: expected an object with a "path" key, e.g. {{"path": "a.png", "label": "cat"}}'
+            )
         for k, v in rec.items():
             if v is not None and not isinstance(v, (str, int, float, bool)):
                 raise BadManifest(f"{where}: key {k!r} holds a {type(v).__name__}; values must be strings or numbers")
@@ -171,7 +175,9 @@ def _no_duplicates(cands: list[Candidate], manifest: Path) -> list[Candidate]:
     seen: dict[str, int] = {}
     for i, c in enumerate(cands):
         if c.name in seen:
-            raise BadManifest(f"{manifest}: path {c.name!r} is listed twice (entries {seen[c.name] + 1} and {i + 1}); keep one")
+            raise BadManifest(
+                f"{manifest}: path {c.name!r} is listed twice (entries {seen[c.name] + 1} and {i + 1}); keep one"
+            )
         seen[c.name] = i
     return cands
 

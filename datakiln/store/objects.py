@@ -255,7 +255,7 @@ class ObjectStore:
             return decode(path.read_bytes(), oid, str(path))
         except FileNotFoundError:
             pass
-        for attempt in range(2):
+        for _ in range(2):
             for pack in self.packs():
                 content = pack.read(oid)
                 if content is not None:
