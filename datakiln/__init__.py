@@ -37,8 +37,9 @@ from .errors import (
     StateError,
     UnresolvedConflicts,
 )
+from .history import Commit
 from .importer import ImportReport
-from .repo import Commit, Repo
+from .repo import Repo
 from .table import Table
 
 __version__ = "0.1.0"

@@ -13,6 +13,7 @@ import csv
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from . import history
 from .errors import BadManifest, MergeInProgress, StateError
 from .sources.images import check_label
 from .stage import Stage
@@ -96,14 +97,6 @@ def _add_rows(changes: Changes, theirs: Table, rows: set[str], ours: Table, segm
                 changes.remove.append(eid)
 
 
-def merge_base(repo: Repo, a: str, b: str) -> str | None:
-    ancestors = {c.id for c in repo._walk([a], None)}
-    for c in repo._walk([b], None):
-        if c.id in ancestors:
-            return c.id
-    return None
-
-
 def conflict_message(ids: list[str]) -> str:
     shown = ", ".join(i[:12] for i in ids[:10])
     more = f" and {len(ids) - 10} more" if len(ids) > 10 else ""
@@ -128,7 +121,7 @@ def merge(repo: Repo, rev: str, *, strategy: str | None = None, message: str | N
                 repo._move_head(ref, theirs, None)
                 return {"result": "fast-forward", "commit": theirs, "conflicts": []}
             return {"result": "up-to-date", "commit": head, "conflicts": []}
-        base = merge_base(repo, head, theirs)
+        base = history.merge_base(repo, head, theirs)
         if base == theirs:
             return {"result": "up-to-date", "commit": head, "conflicts": []}
         if base == head:
@@ -219,4 +212,4 @@ def read_label_file(path: Path) -> list[tuple[str, str | None]]:
     return out
 
 
-__all__ = ["three_way", "merge", "resolve", "merge_base", "read_label_file", "LabelSet"]
+__all__ = ["three_way", "merge", "resolve", "read_label_file", "LabelSet"]

@@ -18,25 +18,24 @@ import os
 import time
 import uuid
 from collections.abc import Iterable, Iterator, Mapping
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from . import history
 from . import merge as merging
 from .errors import (
     BadManifest,
-    CorruptObject,
     ExampleNotFound,
     MergeInProgress,
     NothingToCommit,
     RepoExists,
     RepoNotFound,
-    RevisionNotFound,
     StateError,
     UnresolvedConflicts,
 )
+from .history import Commit, parse_commit
 from .importer import ImportReport, build_segment
-from .revs import MIN_PREFIX, IdIndex, ambiguous, not_found, split_rev, walk_steps
+from .revs import IdIndex, not_found
 from .sources.images import check_label
 from .sources.scan import Candidate, scan_folder, scan_manifest
 from .stage import Stage
@@ -58,28 +57,6 @@ from .table import (
 KILN_DIR = ".kiln"
 FORMAT = 1
 DEFAULT_BRANCH = "main"
-
-
-@dataclass(frozen=True)
-class Commit:
-    id: str
-    parents: list[str]
-    state: str
-    author: str
-    time: int
-    message: str
-    generation: int
-    stats: dict[str, int]
-
-    def to_json(self) -> dict[str, Any]:
-        return {
-            "id": self.id,
-            "parents": self.parents,
-            "author": self.author,
-            "time": self.time,
-            "message": self.message,
-            "stats": self.stats,
-        }
 
 
 def find_root(start: Path) -> Path:
@@ -135,19 +112,7 @@ class Repo:
 
     # ---- commits and revisions -----------------------------------------------------------
     def read_commit(self, cid: str) -> Commit:
-        obj = self.store.get_json(cid)
-        if obj.get("type") != "commit":
-            raise RevisionNotFound(f"object {cid[:12]} is a {obj.get('type')}, not a commit")
-        return Commit(
-            id=cid,
-            parents=list(obj["parents"]),
-            state=obj["state"],
-            author=obj["author"],
-            time=int(obj["time"]),
-            message=obj["message"],
-            generation=int(obj.get("generation", 0)),
-            stats=dict(obj.get("stats", {})),
-        )
+        return parse_commit(cid, self.store.get_json(cid))
 
     def head(self) -> tuple[str | None, str | None]:
         """(branch ref or None if detached, commit id or None before the first commit)."""
@@ -159,48 +124,7 @@ class Repo:
 
     def resolve(self, rev: str) -> str:
         """The commit id a revision names: HEAD, a branch, a tag, an id prefix, with ~N and ^N."""
-        base, steps = split_rev(rev.strip())
-        cid = self._resolve_base(base)
-        return walk_steps(rev, cid, steps, lambda c: self.read_commit(c).parents)
-
-    def _resolve_base(self, base: str) -> str:
-        if base in ("HEAD", "@"):
-            ref, cid = self.head()
-            if cid is None:
-                raise RevisionNotFound(f"HEAD ({ref}) has no commits yet; run 'kiln commit' first")
-            return cid
-        for prefix in ("refs/heads/", "refs/tags/", ""):
-            if prefix or base.startswith("refs/"):
-                try:
-                    found = self.refs.read(prefix + base)
-                except (IsADirectoryError, OSError):
-                    found = None
-                if found:
-                    return found
-        low = base.lower()
-        if len(low) >= MIN_PREFIX and all(c in "0123456789abcdef" for c in low):
-            hits = self._commits_with_prefix(low)
-            if len(hits) == 1:
-                return hits[0]
-            if hits:
-                raise ambiguous(base, hits)
-        names = list(self.refs.list("refs/heads/")) + list(self.refs.list("refs/tags/"))
-        raise not_found(base, names)
-
-    def _commits_with_prefix(self, prefix: str) -> list[str]:
-        if len(prefix) == 64:
-            return [prefix] if self.store.has(prefix) and self._is_commit(prefix) else []
-        sub = self.store.root / prefix[:2]
-        if not sub.is_dir():
-            return []
-        hits = [prefix[:2] + f.name for f in sub.iterdir() if f.name.startswith(prefix[2:])]
-        return [h for h in hits if self._is_commit(h)]
-
-    def _is_commit(self, oid: str) -> bool:
-        try:
-            return bool(self.store.get_json(oid).get("type") == "commit")
-        except (CorruptObject, ValueError):
-            return False
+        return history.resolve(self, rev)
 
     # ---- tables --------------------------------------------------------------------------
     def table_at(self, cid: str | None) -> Table:
@@ -488,33 +412,10 @@ class Repo:
         return list(self._walk([self.resolve(rev)], n))
 
     def _walk(self, starts: list[str], n: int | None) -> Iterator[Commit]:
-        import heapq
-
-        seen = set(starts)
-        heap: list[tuple[int, int, str, Commit]] = []
-        for s in starts:
-            c = self.read_commit(s)
-            heapq.heappush(heap, (-c.generation, -c.time, s, c))
-        count = 0
-        while heap and (n is None or count < n):
-            _, _, _, c = heapq.heappop(heap)
-            yield c
-            count += 1
-            for p in c.parents:
-                if p not in seen:
-                    seen.add(p)
-                    pc = self.read_commit(p)
-                    heapq.heappush(heap, (-pc.generation, -pc.time, p, pc))
+        return history.walk(self, starts, n)
 
     def _is_ancestor(self, a: str, b: str, *, limit: int | None = None) -> bool:
-        """True if commit ``a`` is reachable from ``b`` (or equal)."""
-        target_gen = self.read_commit(a).generation
-        for i, c in enumerate(self._walk([b], None)):
-            if c.id == a:
-                return True
-            if c.generation < target_gen or (limit is not None and i > limit):
-                return False
-        return False
+        return history.is_ancestor(self, a, b, limit=limit)
 
     def diff(self, a: str | None = None, b: str | None = None) -> dict[str, Any]:
         """Row-level diff between two revisions; ``b=None`` is the working table, ``a=None`` HEAD."""

@@ -1,0 +1,142 @@
+"""History: commit objects, walking ancestry, and resolving revisions to commit ids."""
+
+from __future__ import annotations
+
+import heapq
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from .errors import CorruptObject, RevisionNotFound
+from .revs import MIN_PREFIX, ambiguous, not_found, split_rev, walk_steps
+
+if TYPE_CHECKING:
+    from .repo import Repo
+
+
+@dataclass(frozen=True)
+class Commit:
+    id: str
+    parents: list[str]
+    state: str
+    author: str
+    time: int
+    message: str
+    generation: int
+    stats: dict[str, int]
+
+    def to_json(self) -> dict[str, Any]:
+        """The shape of one ``kiln log --json`` entry."""
+        return {
+            "id": self.id,
+            "parents": self.parents,
+            "author": self.author,
+            "time": self.time,
+            "message": self.message,
+            "stats": self.stats,
+        }
+
+
+def parse_commit(cid: str, obj: dict[str, Any]) -> Commit:
+    if obj.get("type") != "commit":
+        raise RevisionNotFound(f"object {cid[:12]} is a {obj.get('type')}, not a commit")
+    return Commit(
+        id=cid,
+        parents=list(obj["parents"]),
+        state=obj["state"],
+        author=obj["author"],
+        time=int(obj["time"]),
+        message=obj["message"],
+        generation=int(obj.get("generation", 0)),
+        stats=dict(obj.get("stats", {})),
+    )
+
+
+def walk(repo: Repo, starts: list[str], n: int | None) -> Iterator[Commit]:
+    """Commits reachable from ``starts``, children before parents (by generation, then time)."""
+    seen = set(starts)
+    heap: list[tuple[int, int, str, Commit]] = []
+    for s in starts:
+        c = repo.read_commit(s)
+        heapq.heappush(heap, (-c.generation, -c.time, s, c))
+    count = 0
+    while heap and (n is None or count < n):
+        _, _, _, c = heapq.heappop(heap)
+        yield c
+        count += 1
+        for p in c.parents:
+            if p not in seen:
+                seen.add(p)
+                pc = repo.read_commit(p)
+                heapq.heappush(heap, (-pc.generation, -pc.time, p, pc))
+
+
+def is_ancestor(repo: Repo, a: str, b: str, *, limit: int | None = None) -> bool:
+    """True if commit ``a`` is reachable from ``b`` (or equal)."""
+    target_gen = repo.read_commit(a).generation
+    for i, c in enumerate(walk(repo, [b], None)):
+        if c.id == a:
+            return True
+        # Generations only shrink along parents: once below a's, a cannot come.
+        if c.generation < target_gen or (limit is not None and i > limit):
+            return False
+    return False
+
+
+def merge_base(repo: Repo, a: str, b: str) -> str | None:
+    """The newest commit both ``a`` and ``b`` descend from."""
+    ancestors = {c.id for c in walk(repo, [a], None)}
+    for c in walk(repo, [b], None):
+        if c.id in ancestors:
+            return c.id
+    return None
+
+
+def resolve(repo: Repo, rev: str) -> str:
+    """The commit id a revision names: HEAD, a branch, a tag, an id prefix, with ~N and ^N."""
+    base, steps = split_rev(rev.strip())
+    cid = _resolve_base(repo, base)
+    return walk_steps(rev, cid, steps, lambda c: repo.read_commit(c).parents)
+
+
+def _resolve_base(repo: Repo, base: str) -> str:
+    if base in ("HEAD", "@"):
+        ref, cid = repo.head()
+        if cid is None:
+            raise RevisionNotFound(f"HEAD ({ref}) has no commits yet; run 'kiln commit' first")
+        return cid
+    # Like git: a ref name wins over an id prefix that happens to match it.
+    for prefix in ("refs/heads/", "refs/tags/", ""):
+        if prefix or base.startswith("refs/"):
+            try:
+                found = repo.refs.read(prefix + base)
+            except OSError:
+                found = None
+            if found:
+                return found
+    low = base.lower()
+    if len(low) >= MIN_PREFIX and all(c in "0123456789abcdef" for c in low):
+        hits = _commits_with_prefix(repo, low)
+        if len(hits) == 1:
+            return hits[0]
+        if hits:
+            raise ambiguous(base, hits)
+    names = list(repo.refs.list("refs/heads/")) + list(repo.refs.list("refs/tags/"))
+    raise not_found(base, names)
+
+
+def _commits_with_prefix(repo: Repo, prefix: str) -> list[str]:
+    if len(prefix) == 64:
+        return [prefix] if repo.store.has(prefix) and _is_commit(repo, prefix) else []
+    sub = repo.store.root / prefix[:2]
+    if not sub.is_dir():
+        return []
+    hits = [prefix[:2] + f.name for f in sub.iterdir() if f.name.startswith(prefix[2:])]
+    return [h for h in hits if _is_commit(repo, h)]
+
+
+def _is_commit(repo: Repo, oid: str) -> bool:
+    try:
+        return bool(repo.store.get_json(oid).get("type") == "commit")
+    except (CorruptObject, ValueError):
+        return False
