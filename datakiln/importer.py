@@ -7,12 +7,12 @@ temp file until every candidate has passed.
 
 from __future__ import annotations
 
+import errno
 import multiprocessing
 import os
 import time
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
-from pathlib import Path
 
 from .errors import BadImage
 from .progress import Progress
@@ -47,13 +47,7 @@ def check_one(item: tuple[str, str | None, bytes | None, str | None]) -> Checked
     try:
         if data is None:
             assert path is not None
-            if within is not None and not os.path.realpath(path).startswith(within + os.sep):
-                raise BadImage(f"{name}: the path leads outside {within} through a link; copy the file in instead")
-            size = os.path.getsize(path)
-            if size > MAX_BYTES:
-                raise BadImage(f"{name}: {size} bytes is over the {MAX_BYTES >> 20} MiB limit per image; downscale it")
-            with open(path, "rb") as f:
-                data = f.read()
+            data = _read(name, path, within)
         facts = inspect_image(data, name)
         return blob_id(data), data, facts, None
     except BadImage as e:
@@ -62,17 +56,51 @@ def check_one(item: tuple[str, str | None, bytes | None, str | None]) -> Checked
         return None, None, None, f"{name}: cannot read the file ({e.strerror or e}); check its permissions"
 
 
-def _real(p: Path, cache: dict[Path, str]) -> str:
+# Resolved parent directories, per process: one realpath per folder instead of one per file.
+_REAL_DIRS: dict[str, str] = {}
+
+
+def _read(name: str, path: str, within: str | None) -> bytes:
+    """The file's bytes; with ``within``, refuse a file that symlinks lead outside that folder."""
+    try:
+        # O_NOFOLLOW fails on a final-component link, so otherwise the file's real path is its
+        # parent's real path plus its name, without an lstat per path component.
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW)
+        real = None
+    except OSError as e:
+        if e.errno != errno.ELOOP:
+            raise
+        real = os.path.realpath(path)
+        fd = os.open(real, os.O_RDONLY)
+    try:
+        if within is not None:
+            if real is None:
+                parent, _, base = path.rpartition(os.sep)
+                if parent not in _REAL_DIRS:
+                    _REAL_DIRS[parent] = os.path.realpath(parent)
+                real = _REAL_DIRS[parent] + os.sep + base
+            if not real.startswith(within + os.sep):
+                raise BadImage(f"{name}: the path leads outside {within} through a link; copy the file in instead")
+        size = os.fstat(fd).st_size
+        if size > MAX_BYTES:
+            raise BadImage(f"{name}: {size} bytes is over the {MAX_BYTES >> 20} MiB limit per image; downscale it")
+        chunks = []
+        while chunk := os.read(fd, max(size, 1 << 16)):
+            chunks.append(chunk)
+        return chunks[0] if len(chunks) == 1 else b"".join(chunks)
+    finally:
+        os.close(fd)
+
+
+def _real(p: str, cache: dict[str, str]) -> str:
     if p not in cache:
         cache[p] = os.path.realpath(p)
     return cache[p]
 
 
 def check_all(cands: list[Candidate], jobs: int) -> Iterator[Checked]:
-    reals: dict[Path, str] = {}
-    items = [
-        (c.name, str(c.path) if c.path else None, c.data, _real(c.within, reals) if c.within else None) for c in cands
-    ]
+    reals: dict[str, str] = {}
+    items = [(c.name, c.path, c.data, _real(c.within, reals) if c.within else None) for c in cands]
     if jobs <= 1 or len(items) < PARALLEL_MIN:
         yield from map(check_one, items)
         return

@@ -103,6 +103,28 @@ def test_manifest_symlink_escape(repo: datakiln.Repo, tmp_path: Path) -> None:
         repo.import_manifest(d / "labels.csv")
 
 
+def test_manifest_folder_symlink_escape(repo: datakiln.Repo, tmp_path: Path) -> None:
+    outside = tmp_path / "elsewhere"
+    outside.mkdir()
+    shutil.copy(HOSTILE / "good.png", outside / "a.png")
+    d = tmp_path / "m"
+    d.mkdir()
+    os.symlink(outside, d / "sub")
+    (d / "labels.csv").write_text("path,label\nsub/a.png,cat\n")
+    with pytest.raises(BadImage, match="sub/a.png: the path leads outside"):
+        repo.import_manifest(d / "labels.csv")
+
+
+def test_manifest_symlinks_inside_are_followed(repo: datakiln.Repo, tmp_path: Path) -> None:
+    d = tmp_path / "m"
+    (d / "real").mkdir(parents=True)
+    shutil.copy(HOSTILE / "good.png", d / "real" / "a.png")
+    os.symlink(d / "real", d / "alias")
+    os.symlink(d / "real" / "a.png", d / "b.png")
+    (d / "labels.csv").write_text("path,label\nalias/a.png,cat\nb.png,dog\n")
+    assert repo.import_manifest(d / "labels.csv").added == 2
+
+
 def test_missing_file_in_manifest(repo: datakiln.Repo, tmp_path: Path) -> None:
     (tmp_path / "labels.csv").write_text("path,label\nnope.png,cat\n")
     with pytest.raises(BadImage, match="nope.png: cannot read"):

@@ -9,8 +9,10 @@ from __future__ import annotations
 
 import hashlib
 import io
+import struct
 import unicodedata
 import warnings
+import zlib
 from dataclasses import dataclass
 
 from ..errors import BadImage, BadLabel
@@ -39,6 +41,9 @@ def inspect_image(data: bytes, name: str) -> ImageFacts:
         raise BadImage(f"{name}: the file is empty (0 bytes); re-export it or remove it")
     if len(data) > MAX_BYTES:
         raise BadImage(f"{name}: {len(data)} bytes is over the {MAX_BYTES >> 20} MiB limit per image; downscale it")
+    fast = fast_png(data)
+    if fast is not None:
+        return fast
     from PIL import Image, UnidentifiedImageError
 
     try:
@@ -65,6 +70,70 @@ def inspect_image(data: bytes, name: str) -> ImageFacts:
     except (OSError, SyntaxError, ValueError, EOFError, KeyError, IndexError) as e:
         raise BadImage(f"{name}: the image is corrupt or truncated ({e}); re-export it or remove it") from None
     return ImageFacts(fmt, width, height, mode)
+
+
+PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+# 8-bit colour types the fast path knows: colour type -> (Pillow mode, channels).
+_FAST_PNG_TYPES = {0: ("L", 1), 2: ("RGB", 3), 4: ("LA", 2), 6: ("RGBA", 4)}
+# Chunks that change nothing Pillow decodes or checks; any other chunk sends the file to Pillow.
+_INERT_CHUNKS = {b"gAMA", b"sRGB", b"pHYs", b"cHRM", b"tIME"}
+_CHUNK_HEAD = struct.Struct(">I4s")
+_IHDR = struct.Struct(">IIBBBBB")
+
+
+def fast_png(data: bytes) -> ImageFacts | None:
+    """Facts of a plain 8-bit, non-interlaced PNG, checked completely, or None to ask Pillow.
+
+    Pillow spends ~25 us per small image in Python; importing 100,000 thumbnails is mostly that.
+    This checks the same things for the common case (every chunk's CRC, the whole zlib stream and
+    its exact length, every row's filter byte) in a few microseconds. It never rejects: anything
+    unusual or wrong (palettes, 16 bits, interlacing, transparency, text chunks, damage) returns
+    None, and Pillow decides and words the error.
+    """
+    if not data.startswith(PNG_SIGNATURE):
+        return None
+    view, size, pos = memoryview(data), len(data), len(PNG_SIGNATURE)
+    idat: list[memoryview] = []
+    ihdr: tuple[int, ...] | None = None
+    idat_end = 0
+    while True:
+        if pos + 12 > size:
+            return None
+        length, kind = _CHUNK_HEAD.unpack_from(data, pos)
+        body = pos + 8
+        end = body + length + 4
+        if end > size or zlib.crc32(view[pos + 4 : body + length]) != int.from_bytes(view[end - 4 : end]):
+            return None
+        if ihdr is None:
+            if kind != b"IHDR" or length != _IHDR.size:
+                return None
+            ihdr = _IHDR.unpack_from(data, body)
+        elif kind == b"IDAT":
+            if idat and pos != idat_end:  # IDAT chunks must be consecutive
+                return None
+            idat.append(view[body : body + length])
+            idat_end = end
+        elif kind == b"IEND":
+            break
+        elif kind not in _INERT_CHUNKS:
+            return None
+        pos = end
+    width, height, depth, colour, compression, filtering, interlace = ihdr
+    if depth != 8 or colour not in _FAST_PNG_TYPES or compression or filtering or interlace or not idat:
+        return None
+    if not 0 < width * height <= MAX_PIXELS:
+        return None
+    mode, channels = _FAST_PNG_TYPES[colour]
+    stride = 1 + width * channels
+    expected = stride * height
+    inflater = zlib.decompressobj()
+    try:
+        raw = inflater.decompress(b"".join(idat), expected + 1)
+    except zlib.error:
+        return None
+    if len(raw) != expected or not inflater.eof or inflater.unused_data or max(raw[::stride]) > 4:
+        return None
+    return ImageFacts("png", width, height, mode)
 
 
 def blob_id(data: bytes) -> str:
