@@ -2,7 +2,8 @@
 
 An image is accepted only if Pillow identifies it as PNG, JPEG or WebP from its bytes (not its
 name), it is not larger than ``MAX_PIXELS`` (decompression bombs), and it decodes completely
-(truncated files fail here, not later in training).
+(truncated files fail here, not later in training). Plain 8-bit PNGs, the bulk of most image
+datasets, take ``fast_png``: the same complete check without Pillow's per-file overhead.
 """
 
 from __future__ import annotations
