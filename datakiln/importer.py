@@ -10,6 +10,7 @@ from __future__ import annotations
 import errno
 import multiprocessing
 import os
+import stat
 import time
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
@@ -64,14 +65,15 @@ def _read(name: str, path: str, within: str | None) -> bytes:
     """The file's bytes; with ``within``, refuse a file that symlinks lead outside that folder."""
     try:
         # O_NOFOLLOW fails on a final-component link, so otherwise the file's real path is its
-        # parent's real path plus its name, without an lstat per path component.
-        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW)
+        # parent's real path plus its name, without an lstat per path component. O_NONBLOCK: a
+        # FIFO in the folder gets an error below instead of hanging the import.
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
         real = None
     except OSError as e:
         if e.errno != errno.ELOOP:
             raise
         real = os.path.realpath(path)
-        fd = os.open(real, os.O_RDONLY)
+        fd = os.open(real, os.O_RDONLY | os.O_NONBLOCK)
     try:
         if within is not None:
             if real is None:
@@ -81,7 +83,10 @@ def _read(name: str, path: str, within: str | None) -> bytes:
                 real = _REAL_DIRS[parent] + os.sep + base
             if not real.startswith(within + os.sep):
                 raise BadImage(f"{name}: the path leads outside {within} through a link; copy the file in instead")
-        size = os.fstat(fd).st_size
+        st = os.fstat(fd)
+        if not stat.S_ISREG(st.st_mode):
+            raise BadImage(f"{name}: not a regular file (a device, pipe or folder); list image files only")
+        size = st.st_size
         if size > MAX_BYTES:
             raise BadImage(f"{name}: {size} bytes is over the {MAX_BYTES >> 20} MiB limit per image; downscale it")
         chunks = []

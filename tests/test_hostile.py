@@ -125,6 +125,15 @@ def test_manifest_symlinks_inside_are_followed(repo: datakiln.Repo, tmp_path: Pa
     assert repo.import_manifest(d / "labels.csv").added == 2
 
 
+def test_manifest_naming_a_fifo_or_folder_fails_fast(repo: datakiln.Repo, tmp_path: Path) -> None:
+    os.mkfifo(tmp_path / "pipe.png")
+    (tmp_path / "dir.png").mkdir()
+    (tmp_path / "labels.csv").write_text("path,label\npipe.png,cat\ndir.png,dog\n")
+    with pytest.raises(BadImage, match="2 bad file") as e:
+        repo.import_manifest(tmp_path / "labels.csv")
+    assert "pipe.png: not a regular file" in str(e.value) and "dir.png: not a regular file" in str(e.value)
+
+
 def test_missing_file_in_manifest(repo: datakiln.Repo, tmp_path: Path) -> None:
     (tmp_path / "labels.csv").write_text("path,label\nnope.png,cat\n")
     with pytest.raises(BadImage, match="nope.png: cannot read"):
