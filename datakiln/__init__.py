@@ -11,6 +11,8 @@ Importing datakiln is cheap: it loads no web framework, CLI framework, numpy or 
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 from .errors import (
     AmbiguousExample,
     AmbiguousRevision,
@@ -18,6 +20,9 @@ from .errors import (
     BadLabel,
     BadManifest,
     BadName,
+    BadPackage,
+    BadSpec,
+    BuildNotFound,
     ConcurrencyError,
     CorruptObject,
     ExampleError,
@@ -28,6 +33,7 @@ from .errors import (
     LockTimeout,
     MergeInProgress,
     MissingObject,
+    NotBuildable,
     NothingToCommit,
     RefMoved,
     RepoExists,
@@ -44,9 +50,23 @@ from .table import Table
 
 __version__ = "0.1.0"
 
+
+if TYPE_CHECKING:
+    from .package import Model
+
+
+def load(path_or_build: str, *, repo: str = ".") -> Model:
+    """A model package (directory or archive), a build directory, or a build id in ``repo``,
+    verified and ready to ``predict``. Runs on onnxruntime; does not import torch."""
+    from .package import load as _load
+
+    return _load(path_or_build, repo=repo)
+
+
 __all__ = [
     "__version__",
     "Repo",
+    "load",
     "Commit",
     "Table",
     "ImportReport",
@@ -74,4 +94,8 @@ __all__ = [
     "IntegrityError",
     "CorruptObject",
     "MissingObject",
+    "BuildNotFound",
+    "BadSpec",
+    "NotBuildable",
+    "BadPackage",
 ]

@@ -511,11 +511,14 @@ def cmd_demo(a: argparse.Namespace) -> int:
 
 # ---- entry point ------------------------------------------------------------------------
 
+from . import cli_build  # noqa: E402,F401  (registers build, builds, report, compare, predict, package, sweep)
+
 
 def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="kiln",
-        description="Version-controlled image datasets: import, label, commit, branch, merge.",
+        description="Version-controlled image datasets and the models built from them: import, label, commit, "
+        "branch, merge, build, report, predict.",
         epilog="Run 'kiln COMMAND --help' for a command's options and an example.",
     )
     p.add_argument("--version", action="version", version=f"datakiln {__version__}")

@@ -11,21 +11,25 @@
     ├── ExampleError               an example id that does not name exactly one example
     │   ├── ExampleNotFound
     │   └── AmbiguousExample
+    ├── BuildNotFound              a build id or prefix that names no build (or several)
     ├── InputError                 bad user input; nothing was written
     │   ├── BadImage               not a PNG/JPEG/WebP image we can decode safely
     │   ├── BadManifest            a CSV/JSONL manifest or label file we cannot trust
     │   ├── BadLabel               a label with forbidden characters
-    │   └── BadName                a branch or tag name git would reject
+    │   ├── BadName                a branch or tag name git would reject
+    │   └── BadSpec                a build spec with an unknown key or a bad value
     ├── StateError                 the operation does not fit the repository's state
     │   ├── NothingToCommit
     │   ├── MergeInProgress
-    │   └── UnresolvedConflicts
+    │   ├── UnresolvedConflicts
+    │   └── NotBuildable           too few labels or classes to train on
     ├── ConcurrencyError           another writer got there first; retry
     │   ├── LockTimeout
     │   └── RefMoved
     └── IntegrityError             the bytes on disk are not what they claim
         ├── CorruptObject
-        └── MissingObject
+        ├── MissingObject
+        └── BadPackage             not a model package, or its files differ from its manifest
 
 Messages name the bad value, what was expected, and how to fix it. The CLI prints the message
 and exits with status 1 (2 for usage errors), so no traceback reaches a user for these.
@@ -70,6 +74,10 @@ class AmbiguousExample(ExampleError):
     """An id prefix matches several examples."""
 
 
+class BuildNotFound(KilnError):
+    """No build (or more than one) matches a build id or prefix."""
+
+
 class InputError(KilnError):
     """Bad input from the user; nothing was written."""
 
@@ -90,6 +98,10 @@ class BadName(InputError):
     """A branch or tag name is not allowed."""
 
 
+class BadSpec(InputError):
+    """A build spec (kiln.toml or an override) has an unknown key or a bad value."""
+
+
 class StateError(KilnError):
     """The operation does not fit the repository's current state."""
 
@@ -104,6 +116,10 @@ class MergeInProgress(StateError):
 
 class UnresolvedConflicts(StateError):
     """A merge still has conflicting examples."""
+
+
+class NotBuildable(StateError):
+    """The commit has too few labeled examples or classes to train a model."""
 
 
 class ConcurrencyError(KilnError):
@@ -128,3 +144,7 @@ class CorruptObject(IntegrityError):
 
 class MissingObject(IntegrityError):
     """An object that should exist is not in the store."""
+
+
+class BadPackage(IntegrityError):
+    """A path is not a model package, or a file in it does not match the manifest's hash."""

@@ -19,7 +19,7 @@ import time
 import uuid
 from collections.abc import Iterable, Iterator, Mapping
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from . import history
 from . import merge as merging
@@ -67,6 +67,12 @@ def find_root(start: Path) -> Path:
     raise RepoNotFound(f"no kiln repository at {start} or any parent; run 'kiln init' to create one")
 
 
+if TYPE_CHECKING:
+    from .build.builder import BuildResult
+    from .build.records import BuildRecord
+    from .build.spec import Spec
+
+
 class Repo:
     """A dataset repository on disk."""
 
@@ -107,6 +113,7 @@ class Repo:
         (tmp / "HEAD").write_text(f"ref: refs/heads/{branch}\n")
         fsync_dir(tmp)
         os.rename(tmp, kdir)
+        _write_default_spec(root)
         fsync_dir(root)
         return cls(root)
 
@@ -582,6 +589,40 @@ class Repo:
 
         return gc(self, prune_seconds=prune_seconds)
 
+    # ---- builds: the compiler lives in datakiln.build and loads torch only to train -------
+    def build(
+        self, rev: str = "HEAD", spec: Spec | None = None, *, no_cache: bool = False, progress: bool | None = None
+    ) -> BuildResult:
+        """Train (or find in the cache) the model of ``rev`` under ``spec`` (default: kiln.toml)."""
+        from .build.builder import build
+
+        return build(self, rev, spec, no_cache=no_cache, progress=progress)
+
+    def builds(self) -> list[BuildRecord]:
+        from .build.records import list_builds
+
+        return list_builds(self)
+
+    def find_build(self, ref: str | None = None) -> BuildRecord:
+        from .build.records import find_build
+
+        return find_build(self, ref)
+
+    def dataset(
+        self, split: str = "train", commit: str = "HEAD", *, spec: Spec | None = None, labeled: bool = True
+    ) -> Any:
+        """A PyTorch ``Dataset`` of ``(pixels, class index)`` for one split of a commit."""
+        from .build.builder import default_spec
+        from .build.data import gather, pixels, resolve_input
+        from .build.torchdata import ExampleDataset
+
+        spec = spec or default_spec(self)
+        ex = gather(self.table(commit), use_model_labels=spec.train.use_model_labels)
+        size, channels = resolve_input(spec.input, ex)
+        x = pixels(self.store, self.dir / "cache", ex, size, channels)
+        idx = ex.where(split, labeled=labeled)
+        return ExampleDataset(x[idx], ex.y[idx], [ex.ids[i] for i in idx], ex.classes)
+
 
 def _check_applies(
     table: Table, changes: Changes, segments: SegmentCache, *, hint: str = "run 'kiln reset' to drop them"
@@ -603,3 +644,12 @@ def _config_user(kdir: Path) -> str | None:
         return json.loads((kdir / "config.json").read_text()).get("user")  # type: ignore[no-any-return]
     except (OSError, json.JSONDecodeError):
         return None
+
+
+def _write_default_spec(root: Path) -> None:
+    """A commented kiln.toml next to .kiln, unless the folder already has one."""
+    from .build.spec import DEFAULT_TOML
+
+    path = root / "kiln.toml"
+    if not path.exists():
+        path.write_text(DEFAULT_TOML)

@@ -1,0 +1,285 @@
+"""``kiln build``, ``builds``, ``report``, ``compare``, ``predict``, ``package``, ``sweep``.
+
+Thin, like the rest of the CLI: each command calls the library and prints. Nothing here imports
+numpy or torch at module level, so ``kiln status`` stays fast.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+from pathlib import Path
+from typing import Any
+
+from .cli import command, out_json, repo, short, when
+from .errors import KilnError
+
+OVERRIDES = {
+    "arch": ("model.arch", str),
+    "width": ("model.width", float),
+    "depth": ("model.depth", int),
+    "epochs": ("train.epochs", int),
+    "seed": ("train.seed", int),
+    "folds": ("train.folds", int),
+    "threads": ("train.threads", int),
+}
+
+
+def _spec_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--spec", help="build spec file (default: kiln.toml in the repository, else built-in defaults)")
+    for name, (key, typ) in OVERRIDES.items():
+        p.add_argument(f"--{name}", type=typ, help=f"override {key} of the spec")
+
+
+def _spec(a: argparse.Namespace) -> Any:
+    from .build.builder import default_spec
+    from .build.spec import load_spec
+
+    r = repo(a)
+    spec = load_spec(Path(a.C, a.spec)) if a.spec else default_spec(r)
+    overrides = {key: getattr(a, name) for name, (key, _) in OVERRIDES.items() if getattr(a, name) is not None}
+    return spec.with_overrides(**overrides) if overrides else spec
+
+
+def _build_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("rev", nargs="?", default="HEAD", help="commit to build (default: HEAD)")
+    _spec_args(p)
+    p.add_argument("--no-cache", action="store_true", help="train again even if this build exists")
+    p.add_argument("--json", action="store_true", help="print id, package, cached and metrics as JSON")
+
+
+@command(
+    "build",
+    "train a model package from a commit and a build spec (cached)",
+    "kiln build\n  kiln build --width 0.5\n  kiln build main~3 --spec other.toml --json",
+    _build_args,
+)
+def cmd_build(a: argparse.Namespace) -> None:
+    r = repo(a)
+    res = r.build(a.rev, _spec(a), no_cache=a.no_cache)
+    s = res.summary()
+    if a.json:
+        out_json(s)
+        return
+    v, t = s["metrics"]["valid"], s["metrics"]["test"]
+    how = "cached build" if res.cached else f"built in {s['seconds']:.1f} s"
+    print(f"{how} {s['id'][:12]} of commit {short(s['commit'])}: valid {_acc(v)}, test {_acc(t)}")
+    print(f"package: {s['package']}")
+
+
+def _acc(m: dict[str, Any]) -> str:
+    return "n/a" if m["accuracy"] is None else f"{m['accuracy']:.4f} (n={m['n']})"
+
+
+def _json_arg(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--json", action="store_true", help="print JSON")
+
+
+@command("builds", "list builds: id, commit, spec, metrics, time", "kiln builds", _json_arg)
+def cmd_builds(a: argparse.Namespace) -> None:
+    rows = []
+    for b in repo(a).builds():
+        r = b.record
+        rows.append(
+            {
+                "id": b.id,
+                "commit": r["lineage"]["commit"],
+                "spec": _spec_line(r["spec"]),
+                "valid_accuracy": r["metrics"]["valid"]["accuracy"],
+                "test_accuracy": r["metrics"]["test"]["accuracy"],
+                "seconds": r["seconds"]["total"],
+                "created": r["created"],
+            }
+        )
+    if a.json:
+        out_json(rows)
+        return
+    print(f"{'build':<12}  {'commit':<10}  {'spec':<28}  {'valid':>6}  {'test':>6}  {'secs':>6}  created")
+    for x in rows:
+        print(
+            f"{x['id'][:12]}  {short(x['commit'])}  {x['spec']:<28}  {_f(x['valid_accuracy'])}  "
+            f"{_f(x['test_accuracy'])}  {x['seconds']:>6.1f}  {when(int(x['created']))}"
+        )
+
+
+def _spec_line(spec: dict[str, Any]) -> str:
+    m, t = spec["model"], spec["train"]
+    return f"{m['arch']} w={m['width']:g} d={m['depth']} e={t['epochs']} s={t['seed']}"
+
+
+def _f(v: float | None) -> str:
+    return f"{v:>6.4f}" if v is not None else f"{'n/a':>6}"
+
+
+def _report_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("build", nargs="?", help="build id or prefix (default: the newest build)")
+    _json_arg(p)
+
+
+@command(
+    "report", "a build's metrics, per-class table, confusion matrix and weakest slices", "kiln report", _report_args
+)
+def cmd_report(a: argparse.Namespace) -> None:
+    from .build.report import report
+
+    rep = report(repo(a).find_build(a.build))
+    if a.json:
+        out_json(rep)
+        return
+    m = rep["metrics"]
+    print(f"build {rep['id'][:12]} of commit {short(rep['commit'])}  ({_spec_line(rep['spec'])})")
+    print(f"accuracy: valid {_acc(m['valid'])}, test {_acc(m['test'])}, train out-of-sample {_acc(m['train_oos'])}")
+    pc = rep["per_class"]
+    print(f"\nper class ({pc['split']} split):\n  {'class':<16} {'precision':>9} {'recall':>7} {'f1':>6} {'n':>5}")
+    for c in pc["classes"]:
+        print(f"  {c['class']:<16} {_g(c['precision']):>9} {_g(c['recall']):>7} {_g(c['f1']):>6} {c['support']:>5}")
+    _print_confusion(rep["classes"], rep["confusion"])
+    print("\nweakest slices (out-of-sample accuracy, 95% interval):")
+    for s in rep["slices"][:8]:
+        print(f"  {s['slice']:<28} n={s['n']:<6} {s['accuracy']:.3f}  [{s['low']:.3f}, {s['high']:.3f}]")
+    print(f"\npackage: {rep['package']}")
+
+
+def _g(v: float | None) -> str:
+    return "-" if v is None else f"{v:.3f}"
+
+
+def _print_confusion(classes: list[str], conf: dict[str, Any]) -> None:
+    names = [c[:5] for c in classes]
+    print(f"\nconfusion matrix ({conf['split']} split; rows: given label, columns: predicted):")
+    print("  " + " " * 6 + " ".join(f"{n:>5}" for n in names))
+    for n, row in zip(names, conf["matrix"]):
+        print(f"  {n:>5} " + " ".join(f"{v:>5}" if v else f"{'.':>5}" for v in row))
+
+
+def _compare_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("a", help="the build to compare from")
+    p.add_argument("b", help="the build to compare to")
+    p.add_argument("--limit", type=int, default=20, help="examples to list of each kind (default: 20)")
+    _json_arg(p)
+
+
+@command(
+    "compare",
+    "behaviour diff of two builds: accuracy deltas, examples newly wrong and newly right",
+    "kiln compare 3f2a 9c1b",
+    _compare_args,
+)
+def cmd_compare(a: argparse.Namespace) -> None:
+    from .build.report import compare
+
+    r = repo(a)
+    c = compare(r.find_build(a.a), r.find_build(a.b), limit=a.limit)
+    if a.json:
+        out_json(c)
+        return
+    print(f"{c['a'][:12]} -> {c['b'][:12]}")
+    for s, v in c["splits"].items():
+        delta = "" if v["delta"] is None else f"  ({v['delta']:+.4f})"
+        print(f"  {s:<10} {_g(v['a'])} -> {_g(v['b'])}{delta}")
+    moved = [x for x in c["per_class"] if x["delta"]]
+    if moved:
+        print("recall by class:")
+        for x in moved:
+            print(f"  {x['class']:<16} {_g(x['a'])} -> {_g(x['b'])}  ({x['delta']:+.3f})")
+    print(
+        f"{c['newly_wrong_count']} newly wrong, {c['newly_right_count']} newly right of {c['shared_examples']} examples"
+    )
+    for kind in ("newly_wrong", "newly_right"):
+        for x in c[kind]:
+            print(f"  {kind.split('_')[1]:<5} {x['id'][:12]}  label {x['label']!r}: {x['a']!r} -> {x['b']!r}")
+
+
+def _predict_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("model", help="build id or prefix, package directory, or package archive")
+    p.add_argument("images", nargs="+", help="image files")
+    p.add_argument("--top", type=int, default=1, help="classes to show per image (default: 1)")
+    p.add_argument("--json", action="store_true", help="print a JSON array: one object per image with label and probs")
+
+
+@command(
+    "predict",
+    "classify image files with a build or package (onnxruntime; no torch)",
+    "kiln predict 3f2a cat.png dog.jpg --json",
+    _predict_args,
+)
+def cmd_predict(a: argparse.Namespace) -> None:
+    from .package import load
+
+    model = load(a.model if not os.path.exists(os.path.join(a.C, a.model)) else os.path.join(a.C, a.model), repo=a.C)
+    images = [os.path.join(a.C, p) for p in a.images]
+    pred = model.predict(images)
+    if a.json:
+        out_json(
+            [
+                {"input": path, "label": lab, "probs": dict(zip(pred.classes, map(float, row)))}
+                for path, lab, row in zip(a.images, pred.labels, pred.probs)
+            ]
+        )
+        return
+    for path, row in zip(a.images, pred.probs):
+        top = sorted(range(len(row)), key=lambda k: -row[k])[: max(1, a.top)]
+        print(f"{path}  " + "  ".join(f"{pred.classes[k]} {row[k]:.3f}" for k in top))
+
+
+def _package_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("build", nargs="?", help="build id or prefix (default: the newest build)")
+    p.add_argument("-o", "--output", help="archive to write (default: NAME-VERSION.kiln.zip here)")
+
+
+@command(
+    "package",
+    "write a build's package as one archive file for sharing",
+    "kiln package -o digits.kiln.zip",
+    _package_args,
+)
+def cmd_package(a: argparse.Namespace) -> None:
+    import json
+
+    from .package import MANIFEST, write_archive
+
+    b = repo(a).find_build(a.build)
+    manifest = json.loads((b.package / MANIFEST).read_text())
+    out = Path(a.C, a.output or f"{manifest['name']}-{manifest['version'].replace('+', '_')}.kiln.zip")
+    write_archive(b.package, out)
+    print(f"wrote {out} ({out.stat().st_size:,} bytes)")
+
+
+def _sweep_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--width", required=True, help="comma-separated width multipliers, e.g. 0.25,0.5,1,2")
+    p.add_argument("rev", nargs="?", default="HEAD", help="commit to build (default: HEAD)")
+    p.add_argument("--spec", help="build spec file (default: kiln.toml)")
+    p.add_argument("--batch", type=int, default=256, help="batch size for the latency measure (default: 256)")
+    p.add_argument("--plot", default="sweep.png", help="where to save the chart (default: sweep.png)")
+    _json_arg(p)
+
+
+@command(
+    "sweep",
+    "build several widths; table and chart of accuracy against latency",
+    "kiln sweep --width 0.25,0.5,1,2",
+    _sweep_args,
+)
+def cmd_sweep(a: argparse.Namespace) -> None:
+    from .build.builder import default_spec
+    from .build.spec import load_spec
+    from .build.sweep import plot, sweep
+
+    try:
+        widths = [float(w) for w in a.width.split(",") if w.strip()]
+    except ValueError:
+        raise KilnError(f"--width {a.width!r}: give numbers separated by commas, e.g. 0.25,0.5,1,2") from None
+    r = repo(a)
+    spec = load_spec(Path(a.C, a.spec)) if a.spec else default_spec(r)
+    res = sweep(r, widths, rev=a.rev, spec=spec, batch=a.batch)
+    res["plot"] = str(plot(res, Path(a.C, a.plot)))
+    if a.json:
+        out_json(res)
+        return
+    print(f"{'width':>6}  {'build':<12}  {'accuracy':>8}  {'ms/batch':>8}  pareto")
+    for p in res["points"]:
+        print(
+            f"{p['width']:>6g}  {p['build'][:12]}  {_g(p['accuracy']):>8}  {p['latency_s'] * 1000:>8.2f}  "
+            f"{'*' if p['pareto'] else ''}"
+        )
+    print(f"chart: {res['plot']}")
