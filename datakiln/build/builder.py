@@ -1,0 +1,306 @@
+"""``kiln build``: a commit and a spec in, a model package and out-of-sample predictions out.
+
+The build id hashes the commit's dataset state, the resolved spec and the datakiln version, so an
+unchanged build is found on disk and returned at once. A build is written into a temp directory
+and renamed into ``.kiln/builds/<id>`` when complete: Ctrl-C or a crash leaves no half build.
+
+Out-of-sample predictions: with ``folds`` >= 2 the labeled train examples are dealt into folds and
+each fold is predicted by a model trained on the others; every other example (valid, test,
+unlabeled, model-seeded) is predicted by the final model, which never trained on it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import os
+import shutil
+import sys
+import time
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from .. import metrics
+from ..package import MANIFEST, write_package
+from .data import Examples, check_buildable, folds_of, gather, normalization, pixels, resolve_input
+from .records import BUILD_JSON, EXAMPLES, PREDICTIONS, BuildRecord, builds_dir, read_build
+from .spec import Spec, load_spec
+
+if TYPE_CHECKING:
+    from ..repo import Repo
+
+SPEC_FILE = "kiln.toml"
+BUILD_FORMAT = 1
+
+
+@dataclass
+class BuildResult:
+    build: BuildRecord
+    cached: bool
+
+    def summary(self) -> dict[str, Any]:
+        """The shape of ``kiln build --json``."""
+        r = self.build.record
+        return {
+            "id": r["id"],
+            "package": str(self.build.package),
+            "cached": self.cached,
+            "commit": r["lineage"]["commit"],
+            "metrics": {s: {"accuracy": r["metrics"][s]["accuracy"], "n": r["metrics"][s]["n"]} for s in ("valid", "test")},
+            "seconds": r["seconds"]["total"],
+        }
+
+
+def default_spec(repo: Repo) -> Spec:
+    path = repo.root / SPEC_FILE
+    return load_spec(path if path.is_file() else None)
+
+
+def build_id(state: str | None, spec: Spec) -> str:
+    from .. import __version__
+
+    key = {"build_format": BUILD_FORMAT, "state": state, "spec": spec.to_dict(), "datakiln": __version__}
+    return hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:20]
+
+
+def build(
+    repo: Repo, rev: str = "HEAD", spec: Spec | None = None, *, no_cache: bool = False, progress: bool | None = None
+) -> BuildResult:
+    cid = repo.resolve(rev)
+    commit = repo.read_commit(cid)
+    spec = spec or default_spec(repo)
+    bid = build_id(commit.state, spec)
+    final = builds_dir(repo) / bid
+    cached = read_build(final)
+    if cached is not None and not no_cache:
+        return BuildResult(cached, cached=True)
+    ex = gather(repo.table_at(cid), use_model_labels=spec.train.use_model_labels)
+    check_buildable(ex)
+    tmp = repo.tmp_dir / f"build-{bid}.{os.getpid()}.{time.monotonic_ns()}"
+    tmp.mkdir(parents=True)
+    try:
+        _compile(repo, cid, commit.state, bid, spec, ex, tmp, _progress_enabled(progress))
+        _publish(tmp, final)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    rec = read_build(final)
+    assert rec is not None
+    return BuildResult(rec, cached=False)
+
+
+def _progress_enabled(progress: bool | None) -> bool:
+    if progress is not None:
+        return progress
+    env = os.environ.get("KILN_PROGRESS")
+    return env == "1" or (sys.stderr.isatty() and env != "0")
+
+
+def _publish(tmp: Path, final: Path) -> None:
+    final.parent.mkdir(parents=True, exist_ok=True)
+    if final.exists():
+        # --no-cache, or a concurrent identical build: the new one replaces the old atomically enough
+        # (readers see the old or the new directory, never a mix, because both are complete).
+        trash = final.with_name(final.name + f".old.{os.getpid()}")
+        os.rename(final, trash)
+        os.rename(tmp, final)
+        shutil.rmtree(trash, ignore_errors=True)
+    else:
+        os.rename(tmp, final)
+
+
+def _compile(
+    repo: Repo, cid: str, state: str | None, bid: str, spec: Spec, ex: Examples, out: Path, show: bool
+) -> None:
+    from . import train as T
+    from .models import Classifier
+
+    from .. import __version__
+
+    t0 = time.perf_counter()
+    size, channels = resolve_input(spec.input, ex)
+    x = pixels(repo.store, repo.dir / "cache", ex, size, channels)
+    t_pixels = time.perf_counter()
+    tr, va, te = ex.where("train"), ex.where("valid"), ex.where("test")
+    mean, std = normalization(x, tr, spec.input.normalize)
+    t = spec.train
+    T.set_determinism(t.threads, t.seed)
+    shape = (channels, size[0], size[1])
+
+    def fit(idx: np.ndarray, seed: int, desc: str) -> Any:
+        torch_seed(seed)
+        model = Classifier(spec.model, shape, len(ex.classes), mean, std)
+        bar = T.EpochBar(desc, t.epochs, show)
+        try:
+            return T.fit(x[idx], ex.y[idx], x[va], ex.y[va], spec, model, seed=seed, on_epoch=bar)
+        finally:
+            bar.close()
+
+    n, k = len(ex), len(ex.classes)
+    pred_probs = np.zeros((n, k), dtype=np.float32)
+    fold = np.full(n, -1, dtype=np.int64)
+    fold_epochs = []
+    if t.folds >= 2:
+        f_of = folds_of(len(tr), t.folds, t.seed)
+        for f in range(t.folds):
+            res = fit(tr[f_of != f], t.seed + 1 + f, f"fold {f + 1}/{t.folds}")
+            held = tr[f_of == f]
+            pred_probs[held], _ = T.predict(res.model, x[held])
+            fold[held] = f
+            fold_epochs.append(res.best_epoch + 1)
+    t_folds = time.perf_counter()
+    final = fit(tr, t.seed, "final")
+    probs_all, emb = T.predict(final.model, x)
+    if t.folds >= 2:
+        others = np.ones(n, dtype=bool)
+        others[tr] = False
+        pred_probs[others] = probs_all[others]
+    else:
+        pred_probs = probs_all
+    t_final = time.perf_counter()
+
+    weights, onnx_bytes, onnx_diff = _export(final.model, x[np.concatenate([va, te])[:256]], shape)
+    m = _metrics(ex, probs_all, pred_probs, tr, va, te)
+    lineage = {"repo": repo.id, "commit": cid, "state": state, "spec_hash": spec.hash(), "datakiln": __version__, "build": bid}
+    contract = {
+        "size": size,
+        "channels": channels,
+        "color": "L" if channels == 1 else "RGB",
+        "layout": "NCHW",
+        "dtype": "float32",
+        "scale": "uint8 / 255",
+        "resize": "bilinear",
+        "mean": mean,
+        "std": std,
+        "normalized_in_model": True,
+    }
+    manifest = {
+        "name": repo.root.name,
+        "version": f"0.0.0+{bid[:12]}",
+        "architecture": {"arch": spec.model.arch, "width": spec.model.width, "depth": spec.model.depth, "embedding_dim": final.model.dim},
+        "spec": spec.to_dict(),
+        "input": contract,
+        "classes": ex.classes,
+        "outputs": {"probs": ["N", k], "embedding": ["N", final.model.dim]},
+        "metrics": {s: m[s] for s in ("valid", "test")},
+        "lineage": lineage,
+    }
+    write_package(out / "package", manifest, {"weights.safetensors": weights, "model.onnx": onnx_bytes})
+    _write_predictions(out, ex, pred_probs, emb, fold)
+    t_end = time.perf_counter()
+    record = {
+        "id": bid,
+        "created": time.time(),
+        "lineage": lineage,
+        "spec": spec.to_dict(),
+        "input": contract,
+        "classes": ex.classes,
+        "metrics": m,
+        "training": {
+            "epochs_run": final.epochs_run,
+            "best_epoch": final.best_epoch + 1,
+            "fold_best_epochs": fold_epochs,
+            "history": final.history,
+            "oos": t.folds >= 2,
+        },
+        "environment": {
+            "threads": t.threads,
+            "cpu_capability": T.cpu_capability(),
+            "torch": _torch_version(),
+            "python": sys.version.split()[0],
+        },
+        "weights_sha256": hashlib.sha256(weights).hexdigest(),
+        "onnx_max_abs_diff": onnx_diff,
+        "seconds": {
+            "pixels": round(t_pixels - t0, 3),
+            "folds": round(t_folds - t_pixels, 3),
+            "final": round(t_final - t_folds, 3),
+            "export": round(t_end - t_final, 3),
+            "total": round(t_end - t0, 3),
+        },
+    }
+    (out / BUILD_JSON).write_text(json.dumps(record, indent=2, sort_keys=True) + "\n")
+
+
+def torch_seed(seed: int) -> None:
+    import torch
+
+    torch.manual_seed(seed)
+
+
+def _torch_version() -> str:
+    import torch
+
+    return str(torch.__version__)
+
+
+def _export(model: Any, sample: np.ndarray, shape: tuple[int, int, int]) -> tuple[bytes, bytes, float]:
+    """safetensors weights, the ONNX graph, and the largest |onnx - torch| probability on ``sample``."""
+    import onnxruntime as ort
+    import torch
+    from safetensors.numpy import save
+
+    from .models import Exported
+    from .train import predict
+
+    model.eval()
+    weights = save({k: v.detach().contiguous().numpy() for k, v in model.state_dict().items()}, metadata={"format": "pt"})
+    buf = io.BytesIO()
+    with warnings.catch_warnings():
+        # torch 2.13 steers to the dynamo exporter; the TorchScript one is the one that works here.
+        warnings.simplefilter("ignore")
+        torch.onnx.export(
+            Exported(model),
+            (torch.zeros((1, *shape)),),
+            buf,  # type: ignore[arg-type]  # a file object works; the stub says path only
+            dynamo=False,
+            input_names=["pixels"],
+            output_names=["probs", "embedding"],
+            dynamic_axes={"pixels": {0: "n"}, "probs": {0: "n"}, "embedding": {0: "n"}},
+        )
+    onnx_bytes = buf.getvalue()
+    if len(sample) == 0:
+        return weights, onnx_bytes, 0.0
+    sess = ort.InferenceSession(onnx_bytes, providers=["CPUExecutionProvider"])
+    ort_probs = sess.run(["probs"], {"pixels": sample.astype(np.float32) / 255.0})[0]
+    torch_probs, _ = predict(model, sample)
+    return weights, onnx_bytes, float(np.abs(ort_probs - torch_probs).max())
+
+
+def _metrics(
+    ex: Examples, probs: np.ndarray, pred_probs: np.ndarray, tr: np.ndarray, va: np.ndarray, te: np.ndarray
+) -> dict[str, Any]:
+    y = ex.y
+    held = te if len(te) else va  # per-class and confusion on test; on valid when there is no test
+    labeled = np.flatnonzero(y >= 0)
+    columns: dict[str, list[str | None]] = {"split": [str(s) for s in ex.splits], "label": list(ex.labels)}
+    columns.update(ex.meta)
+    return {
+        "valid": {"accuracy": metrics.accuracy(y[va], probs[va]), "n": int(len(va))},
+        "test": {"accuracy": metrics.accuracy(y[te], probs[te]), "n": int(len(te))},
+        "train_oos": {"accuracy": metrics.accuracy(y[tr], pred_probs[tr]), "n": int(len(tr))},
+        "per_class": {
+            "split": "test" if len(te) else "valid",
+            "classes": metrics.per_class(y[held], probs[held], ex.classes),
+        },
+        "confusion": {"split": "test" if len(te) else "valid", "matrix": metrics.confusion(y[held], probs[held], len(ex.classes))},
+        "slices": metrics.slice_metrics(y[labeled], pred_probs[labeled], {k: [v[i] for i in labeled] for k, v in columns.items()}),
+        "unlabeled": int((y < 0).sum()),
+    }
+
+
+def _write_predictions(out: Path, ex: Examples, pred_probs: np.ndarray, emb: np.ndarray, fold: np.ndarray) -> None:
+    from safetensors.numpy import save_file
+
+    save_file(
+        {"pred_probs": pred_probs, "embeddings": np.ascontiguousarray(emb, dtype=np.float32), "y": ex.y, "fold": fold},
+        str(out / PREDICTIONS),
+    )
+    (out / EXAMPLES).write_text(json.dumps({"ids": ex.ids, "splits": ex.splits.tolist(), "labels": ex.labels, "sources": ex.sources}))
+
+
+__all__ = ["build", "build_id", "default_spec", "BuildResult", "MANIFEST", "SPEC_FILE"]
