@@ -1,4 +1,5 @@
-"""``kiln demo``: the newcomer's tour, run as the real commands it prints.
+"""``kiln demo``: the newcomer's tour, run as the real commands it prints: import the digits
+sample, relabel, commit, diff, build a model and print its report.
 
 Each step is printed as the ``kiln`` command a user would type, then run through the same CLI
 entry point, so the demo can never show something the commands do not do.
@@ -32,6 +33,8 @@ def steps(path: str, ids: dict[str, str] | None) -> list[list[str]]:
         ["commit", "-m", "relabel two ambiguous digits"],
         ["log"],
         ["diff", "HEAD~1", "HEAD"],
+        ["build"],
+        ["report"],
     ]
 
 
@@ -51,5 +54,9 @@ def run(path: str, main: Callable[[Sequence[str]], int]) -> int:
             code = main(full)
             if code:
                 return code
-    print(f"\nYour dataset repository is in {path}/. Try: cd {path} && kiln ls --label 7 && kiln log", flush=True)
+    print(
+        f"\nYour dataset repository is in {path}/ and its first model in {path}/.kiln/builds/. Try:\n"
+        f"  cd {path} && kiln build --width 0.5 && kiln builds && kiln sweep --width 0.25,0.5,1",
+        flush=True,
+    )
     return 0

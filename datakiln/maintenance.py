@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import shutil
 import time
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
@@ -191,7 +192,11 @@ def gc(repo: Repo, *, prune_seconds: float) -> GcReport:
             _repack(repo, pack, live, cutoff, report)
         for f in list(repo.tmp_dir.iterdir()):
             if f.stat().st_mtime < min(cutoff, time.time() - 3600) or prune_seconds == 0:
-                f.unlink(missing_ok=True)
+                # Directories are builds a crash interrupted; files are half-written objects.
+                if f.is_dir():
+                    shutil.rmtree(f, ignore_errors=True)
+                else:
+                    f.unlink(missing_ok=True)
                 report.temp_files += 1
         repo.store.invalidate()
     return report

@@ -44,6 +44,9 @@ def test_readme_main_command_on_a_fresh_copy(tmp_path: Path) -> None:
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     assert "$ kiln commit -m 'relabel two ambiguous digits'" in proc.stdout
     assert "0 added, 0 removed, 2 relabeled" in proc.stdout
+    assert "$ kiln build" in proc.stdout and "confusion matrix" in proc.stdout
+    test_acc = float(re.search(r"test (\d\.\d+) \(n=", proc.stdout).group(1))  # type: ignore[union-attr]
+    assert test_acc >= 0.95, proc.stdout[-3000:]
     log = subprocess.run(
         [str(src / ".venv" / "bin" / "kiln"), "log", "--json"],
         cwd=src / "kiln-demo",

@@ -65,3 +65,17 @@ def test_glossary_terms() -> None:
         "K",
     ):
         assert re.search(rf"\*\*{re.escape(term)}\*\*", doc, re.I), term
+
+
+def test_every_spec_key_is_documented() -> None:
+    from datakiln.build.spec import all_keys
+
+    doc = (ROOT / "docs" / "build.md").read_text()
+    for key in all_keys():
+        assert f"| `{key}` |" in doc, f"spec key {key} is not in docs/build.md"
+
+
+def test_cli_start_does_not_load_torch() -> None:
+    code = "import sys; from datakiln import cli; print('torch' in sys.modules, 'numpy' in sys.modules)"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=ENV, check=True).stdout
+    assert out.split() == ["False", "False"]

@@ -51,7 +51,9 @@ class BuildResult:
             "package": str(self.build.package),
             "cached": self.cached,
             "commit": r["lineage"]["commit"],
-            "metrics": {s: {"accuracy": r["metrics"][s]["accuracy"], "n": r["metrics"][s]["n"]} for s in ("valid", "test")},
+            "metrics": {
+                s: {"accuracy": r["metrics"][s]["accuracy"], "n": r["metrics"][s]["n"]} for s in ("valid", "test")
+            },
             "seconds": r["seconds"]["total"],
         }
 
@@ -116,10 +118,9 @@ def _publish(tmp: Path, final: Path) -> None:
 def _compile(
     repo: Repo, cid: str, state: str | None, bid: str, spec: Spec, ex: Examples, out: Path, show: bool
 ) -> None:
+    from .. import __version__
     from . import train as T
     from .models import Classifier
-
-    from .. import __version__
 
     t0 = time.perf_counter()
     size, channels = resolve_input(spec.input, ex)
@@ -165,7 +166,14 @@ def _compile(
 
     weights, onnx_bytes, onnx_diff = _export(final.model, x[np.concatenate([va, te])[:256]], shape)
     m = _metrics(ex, probs_all, pred_probs, tr, va, te)
-    lineage = {"repo": repo.id, "commit": cid, "state": state, "spec_hash": spec.hash(), "datakiln": __version__, "build": bid}
+    lineage = {
+        "repo": repo.id,
+        "commit": cid,
+        "state": state,
+        "spec_hash": spec.hash(),
+        "datakiln": __version__,
+        "build": bid,
+    }
     contract = {
         "size": size,
         "channels": channels,
@@ -181,7 +189,12 @@ def _compile(
     manifest = {
         "name": repo.root.name,
         "version": f"0.0.0+{bid[:12]}",
-        "architecture": {"arch": spec.model.arch, "width": spec.model.width, "depth": spec.model.depth, "embedding_dim": final.model.dim},
+        "architecture": {
+            "arch": spec.model.arch,
+            "width": spec.model.width,
+            "depth": spec.model.depth,
+            "embedding_dim": final.model.dim,
+        },
         "spec": spec.to_dict(),
         "input": contract,
         "classes": ex.classes,
@@ -248,7 +261,9 @@ def _export(model: Any, sample: np.ndarray, shape: tuple[int, int, int]) -> tupl
     from .train import predict
 
     model.eval()
-    weights = save({k: v.detach().contiguous().numpy() for k, v in model.state_dict().items()}, metadata={"format": "pt"})
+    weights = save(
+        {k: v.detach().contiguous().numpy() for k, v in model.state_dict().items()}, metadata={"format": "pt"}
+    )
     buf = io.BytesIO()
     with warnings.catch_warnings():
         # torch 2.13 steers to the dynamo exporter; the TorchScript one is the one that works here.
@@ -287,8 +302,13 @@ def _metrics(
             "split": "test" if len(te) else "valid",
             "classes": metrics.per_class(y[held], probs[held], ex.classes),
         },
-        "confusion": {"split": "test" if len(te) else "valid", "matrix": metrics.confusion(y[held], probs[held], len(ex.classes))},
-        "slices": metrics.slice_metrics(y[labeled], pred_probs[labeled], {k: [v[i] for i in labeled] for k, v in columns.items()}),
+        "confusion": {
+            "split": "test" if len(te) else "valid",
+            "matrix": metrics.confusion(y[held], probs[held], len(ex.classes)),
+        },
+        "slices": metrics.slice_metrics(
+            y[labeled], pred_probs[labeled], {k: [v[i] for i in labeled] for k, v in columns.items()}
+        ),
         "unlabeled": int((y < 0).sum()),
     }
 
@@ -300,7 +320,9 @@ def _write_predictions(out: Path, ex: Examples, pred_probs: np.ndarray, emb: np.
         {"pred_probs": pred_probs, "embeddings": np.ascontiguousarray(emb, dtype=np.float32), "y": ex.y, "fold": fold},
         str(out / PREDICTIONS),
     )
-    (out / EXAMPLES).write_text(json.dumps({"ids": ex.ids, "splits": ex.splits.tolist(), "labels": ex.labels, "sources": ex.sources}))
+    (out / EXAMPLES).write_text(
+        json.dumps({"ids": ex.ids, "splits": ex.splits.tolist(), "labels": ex.labels, "sources": ex.sources})
+    )
 
 
 __all__ = ["build", "build_id", "default_spec", "BuildResult", "MANIFEST", "SPEC_FILE"]

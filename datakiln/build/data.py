@@ -63,7 +63,9 @@ def gather(table: Table, *, use_model_labels: bool = False) -> Examples:
     classes = sorted({lab for lab in trained if lab is not None})
     index = {k: i for i, k in enumerate(classes)}
     y = np.array([index[lab] if lab is not None else -1 for lab in trained], dtype=np.int64)
-    meta = {k[len(META_PREFIX) :]: [None if v is None else str(v) for v in c[k]] for k in c if k.startswith(META_PREFIX)}
+    meta = {
+        k[len(META_PREFIX) :]: [None if v is None else str(v) for v in c[k]] for k in c if k.startswith(META_PREFIX)
+    }
     return Examples(
         ids=list(table.ids),
         blobs=list(table.blobs),

@@ -80,4 +80,6 @@ def find_build(repo: Repo, ref: str | None = None) -> BuildRecord:
         return hits[0]
     if not hits:
         raise BuildNotFound(f"no build {ref!r}; 'kiln builds' lists them")
-    raise BuildNotFound(f"build prefix {ref!r} matches {len(hits)} builds ({', '.join(b.id[:12] for b in hits[:5])}); give more characters")
+    raise BuildNotFound(
+        f"build prefix {ref!r} matches {len(hits)} builds ({', '.join(b.id[:12] for b in hits[:5])}); give more characters"
+    )

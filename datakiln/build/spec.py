@@ -98,7 +98,7 @@ class Spec:
         for key, value in dotted.items():
             section, _, name = key.partition(".")
             if section not in d or name not in d[section]:
-                raise BadSpec(f"unknown spec key {key!r}; known: {', '.join(_all_keys())}")
+                raise BadSpec(f"unknown spec key {key!r}; known: {', '.join(all_keys())}")
             d[section][name] = value
         return parse_dict(d, "overrides")
 
@@ -106,7 +106,7 @@ class Spec:
 SECTIONS: dict[str, type[Any]] = {"model": ModelSpec, "input": InputSpec, "augment": AugmentSpec, "train": TrainSpec}
 
 
-def _all_keys() -> list[str]:
+def all_keys() -> list[str]:
     return [f"{s}.{f.name}" for s, cls in SECTIONS.items() for f in dataclasses.fields(cls)]
 
 
@@ -131,11 +131,11 @@ def _check_value(section: str, name: str, value: Any, where: str) -> Any:
         return value
     if (section, name) == ("input", "size"):
         if not (isinstance(value, list) and len(value) == 2 and all(type(v) is int and 1 <= v <= 1024 for v in value)):
-            raise BadSpec(f"{where} must be [height, width] in pixels (1-1024) or \"auto\", not {value!r}")
+            raise BadSpec(f'{where} must be [height, width] in pixels (1-1024) or "auto", not {value!r}')
         return list(value)
     if (section, name) == ("input", "channels"):
         if value not in (1, 3) or isinstance(value, bool):
-            raise BadSpec(f"{where} must be 1, 3 or \"auto\", not {value!r}")
+            raise BadSpec(f'{where} must be 1, 3 or "auto", not {value!r}')
         return value
     default = getattr(SECTIONS[section](), name)
     value = _check_type(value, default, where)

@@ -51,7 +51,9 @@ def sweep(
         lat = batch_latency(model, batch)
         m = res.build.record["metrics"]
         acc = m["test"]["accuracy"] if m["test"]["accuracy"] is not None else m["valid"]["accuracy"]
-        points.append({"width": w, "build": res.build.id, "cached": res.cached, "accuracy": acc, "latency_s": lat["p50"]})
+        points.append(
+            {"width": w, "build": res.build.id, "cached": res.cached, "accuracy": acc, "latency_s": lat["p50"]}
+        )
     front = pareto(points)
     for p in points:
         p["pareto"] = p in front

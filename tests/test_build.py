@@ -1,0 +1,372 @@
+"""kiln build: the real trainer on CPU, the real package on disk, onnxruntime for prediction."""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+import zipfile
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+import datakiln
+from datakiln.build.spec import DEFAULT_TOML, Spec, load_spec, parse_dict
+from datakiln.errors import BadPackage, BadSpec, BuildNotFound, NotBuildable
+from tests.conftest import ENV, kiln, kiln_json, png, write_folder
+
+# Small enough for CI (a few seconds per build on one thread), big enough to learn digits.
+QUICK = "[train]\nepochs = 4\nfolds = 2\n"
+
+
+@pytest.fixture(scope="module")
+def built(digits_template: Path, tmp_path_factory: pytest.TempPathFactory) -> datakiln.Repo:
+    """A copy of the digits repository with one quick build; tests must not write to it."""
+    root = tmp_path_factory.mktemp("built") / "repo"
+    shutil.copytree(digits_template, root)
+    (root / "kiln.toml").write_text(QUICK)
+    r = datakiln.Repo(root)
+    r.build(progress=False)
+    return r
+
+
+def _digit_images(r: datakiln.Repo, n: int) -> tuple[list[bytes], list[str]]:
+    t = r.table()
+    ids = t.ids[:n]
+    return [r.read_image(i)[0] for i in ids], [str(t.get(i, "label")) for i in ids]
+
+
+def _image(data: bytes) -> Image.Image:
+    with Image.open(io.BytesIO(data)) as im:
+        im.load()
+        return im.copy()
+
+
+# ---- the spec ------------------------------------------------------------------------------
+
+
+def test_default_toml_is_the_default_spec() -> None:
+    import tomllib
+
+    assert parse_dict(tomllib.loads(DEFAULT_TOML), "kiln.toml") == Spec()
+
+
+@pytest.mark.parametrize(
+    ("toml", "message"),
+    [
+        ("[model]\nwidht = 1.0\n", "unknown key model.widht"),
+        ("[modle]\n", "unknown section [modle]"),
+        ('[model]\nwidth = "wide"\n', "model.width must be a float"),
+        ("[train]\nepochs = 2.5\n", "train.epochs must be a int"),
+        ("[train]\nfolds = 1\n", "train.folds = 1 cannot hold anything out"),
+        ("[train]\nthreads = 0\n", "train.threads = 0 is out of range"),
+        ('[model]\narch = "resnet"\n', "model.arch must be one of cnn, mlp"),
+        ("[input]\nsize = [8]\n", "input.size must be [height, width]"),
+        ("[input]\nchannels = 2\n", "input.channels must be 1, 3"),
+        ("[augment]\nflip = 1\n", "augment.flip must be a bool"),
+        ("[train\n", "not valid TOML"),
+    ],
+)
+def test_bad_specs_are_refused_by_key(tmp_path: Path, toml: str, message: str) -> None:
+    path = tmp_path / "kiln.toml"
+    path.write_text(toml)
+    with pytest.raises(BadSpec, match=message.replace("[", r"\[").replace("]", r"\]")) as e:
+        load_spec(path)
+    assert str(path) in str(e.value)
+
+
+def test_overrides_are_checked() -> None:
+    assert Spec().with_overrides(**{"model.width": 0.5}).model.width == 0.5
+    with pytest.raises(BadSpec, match="unknown spec key 'model.size'"):
+        Spec().with_overrides(**{"model.size": 3})
+    with pytest.raises(BadSpec, match="model.width = -1.0 is out of range"):
+        Spec().with_overrides(**{"model.width": -1})
+
+
+def test_init_writes_a_default_spec(tmp_path: Path) -> None:
+    r = datakiln.Repo.init(tmp_path / "r")
+    assert load_spec(r.root / "kiln.toml") == Spec()
+
+
+# ---- the build -----------------------------------------------------------------------------
+
+
+def test_build_writes_a_verified_package_with_lineage(built: datakiln.Repo) -> None:
+    b = built.find_build()
+    manifest = json.loads((b.package / "manifest.json").read_text())
+    assert sorted(os.listdir(b.package)) == ["manifest.json", "model.onnx", "weights.safetensors"]
+    assert manifest["lineage"]["commit"] == built.resolve("HEAD")
+    assert manifest["lineage"]["repo"] == built.id
+    assert manifest["lineage"]["spec_hash"] == load_spec(built.root / "kiln.toml").hash()
+    assert manifest["classes"] == [str(d) for d in range(10)]
+    assert manifest["input"]["size"] == [8, 8] and manifest["input"]["channels"] == 1
+    assert manifest["spec"]["train"]["epochs"] == 4
+    assert b.record["environment"]["threads"] == 1 and b.record["environment"]["cpu_capability"]
+    assert manifest["metrics"]["test"]["accuracy"] > 0.8
+    # No pickle anywhere in the package or the build.
+    for f in b.dir.rglob("*"):
+        if f.is_file():
+            assert not f.read_bytes().startswith(b"\x80"), f"{f} looks like a pickle"
+
+
+def test_every_example_has_out_of_sample_predictions(built: datakiln.Repo) -> None:
+    b = built.find_build()
+    arr, ex = b.arrays(), b.examples()
+    n = len(built.table())
+    assert arr["pred_probs"].shape == (n, 10) and arr["embeddings"].shape[0] == n
+    np.testing.assert_allclose(arr["pred_probs"].sum(1), 1.0, atol=1e-5)
+    train = np.array(ex["splits"]) == "train"
+    assert (arr["fold"][train] >= 0).all() and (arr["fold"][~train] == -1).all()
+    assert set(np.unique(arr["fold"][train])) == {0, 1}
+    # Out-of-sample accuracy on train is an honest estimate: close to the held-out splits.
+    assert b.record["metrics"]["train_oos"]["accuracy"] > 0.8
+
+
+def test_rebuild_is_cached_and_no_cache_is_bit_identical(built: datakiln.Repo, tmp_path: Path) -> None:
+    root = tmp_path / "copy"
+    shutil.copytree(built.root, root)
+    first = kiln_json("build", cwd=root)
+    assert first["cached"] is True and first["id"] == built.find_build().id
+    assert set(first) >= {"id", "package", "cached", "metrics"}
+    assert set(first["metrics"]["valid"]) >= {"accuracy"} and set(first["metrics"]["test"]) >= {"accuracy"}
+    weights = Path(first["package"], "weights.safetensors").read_bytes()
+    again = kiln_json("build", "--no-cache", cwd=root)  # a new process trains from scratch
+    assert again["cached"] is False and again["id"] == first["id"]
+    assert Path(again["package"], "weights.safetensors").read_bytes() == weights
+    assert not list((root / ".kiln" / "tmp").glob("build-*"))
+
+
+def test_spec_change_is_a_new_build(built: datakiln.Repo, tmp_path: Path) -> None:
+    root = tmp_path / "copy"
+    shutil.copytree(built.root, root)
+    r = datakiln.Repo(root)
+    res = r.build(spec=load_spec(root / "kiln.toml").with_overrides(**{"model.width": 0.5, "train.folds": 0}))
+    assert not res.cached and res.build.id != built.find_build().id
+    assert res.build.record["spec"]["model"]["width"] == 0.5
+    assert len(r.builds()) == 2
+    cmp = kiln_json("compare", built.find_build().id[:8], res.build.id[:8], cwd=root)
+    assert set(cmp["splits"]) == {"valid", "test", "train_oos"}
+    assert cmp["newly_wrong_count"] >= 0 and cmp["shared_examples"] == len(r.table())
+
+
+def test_unlabeled_and_model_labels_are_not_trained_on(tmp_path: Path) -> None:
+    r = datakiln.Repo.init(tmp_path / "r")
+    (r.root / "kiln.toml").write_text("[train]\nepochs = 2\nfolds = 0\n[augment]\nshift = 0\n")
+    layout = {}
+    for k in range(24):
+        layout[f"imgs/dark/{k}.png"] = png((10 + k, 10, 10))
+        layout[f"imgs/light/{k}.png"] = png((240 - k, 240, 240))
+    for k in range(6):
+        layout[f"imgs/u{k}.png"] = png((120 + k, 120, 120))
+    r.import_folder(write_folder(tmp_path / "src", layout) / "imgs")
+    r.commit("import")
+    seeded = [i for i in r.table().ids if r.table().get(i, "label") is None][0]
+    r.label(seeded, "dark", by="model:abc")
+    r.commit("seed one label")
+    b = r.build(progress=False).build
+    arr, ex = b.arrays(), b.examples()
+    assert b.record["metrics"]["unlabeled"] == 6  # the seeded one counts as unlabeled for training
+    assert (arr["y"] == -1).sum() == 6
+    assert ex["sources"][ex["ids"].index(seeded)] == "model:abc"
+    assert arr["pred_probs"].shape == (len(ex["ids"]), 2)
+
+
+def test_too_few_labels_is_a_clear_error(repo: datakiln.Repo, tmp_path: Path) -> None:
+    repo.import_folder(
+        write_folder(tmp_path / "src", {"imgs/cat/a.png": png(), "imgs/cat/b.png": png((1, 2, 3))}) / "imgs"
+    )
+    repo.commit("one class")
+    with pytest.raises(NotBuildable, match="1 class"):
+        repo.build()
+    assert not (repo.dir / "builds").exists()
+
+
+def test_trainer_learns_a_known_answer(tmp_path: Path) -> None:
+    """Dark vs light squares: any working trainer gets them all right."""
+    r = datakiln.Repo.init(tmp_path / "r")
+    (r.root / "kiln.toml").write_text('[model]\narch = "mlp"\n[train]\nepochs = 8\nfolds = 0\n[augment]\nshift = 0\n')
+    layout = {f"imgs/{'dark' if k % 2 else 'light'}/{k}.png": png((30 if k % 2 else 220,) * 3) for k in range(80)}
+    layout.update(
+        {f"imgs/{'dark' if k % 2 else 'light'}/n{k}.png": png((40 if k % 2 else 210, 35, 45)) for k in range(80)}
+    )
+    r.import_folder(write_folder(tmp_path / "src", layout) / "imgs")
+    r.commit("import")
+    m = r.build(progress=False).build.record["metrics"]
+    assert m["valid"]["accuracy"] == 1.0 or m["valid"]["n"] == 0
+    assert m["train_oos"]["accuracy"] is None or m["train_oos"]["accuracy"] == 1.0
+
+
+def test_interrupt_leaves_no_half_build(digits_template: Path, tmp_path: Path) -> None:
+    root = tmp_path / "r"
+    shutil.copytree(digits_template, root)
+    (root / "kiln.toml").write_text("[train]\nepochs = 200\nfolds = 0\n")
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "datakiln", "build"], cwd=root, env=ENV, stderr=subprocess.PIPE, text=True
+    )
+    deadline = time.time() + 120
+    while not list((root / ".kiln" / "tmp").glob("build-*")) and time.time() < deadline:
+        time.sleep(0.05)
+    time.sleep(1.0)  # inside the training loop
+    proc.send_signal(signal.SIGINT)
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 130, err
+    assert "interrupted" in err
+    assert not list((root / ".kiln" / "tmp").glob("build-*"))
+    assert not (root / ".kiln" / "builds").exists() or not any((root / ".kiln" / "builds").iterdir())
+
+
+# ---- the package and prediction ------------------------------------------------------------
+
+
+def test_onnx_matches_torch_on_the_sample(built: datakiln.Repo) -> None:
+    import torch
+    from safetensors.torch import load_file
+
+    from datakiln.build.models import Classifier
+
+    b = built.find_build()
+    model = datakiln.load(str(b.package))
+    images, _ = _digit_images(built, 300)
+    x = np.stack([np.asarray(_image(d).convert("L"))[None] for d in images])
+    x = x.astype(np.float32) / 255.0
+    onnx_probs, _ = model.run(x)
+    spec = load_spec(built.root / "kiln.toml")
+    net = Classifier(spec.model, (1, 8, 8), 10, b.record["input"]["mean"], b.record["input"]["std"])
+    net.load_state_dict(load_file(str(b.package / "weights.safetensors")))
+    net.eval()
+    with torch.no_grad():
+        torch_probs = torch.softmax(net(torch.from_numpy(x)), 1).numpy()
+    assert np.abs(onnx_probs - torch_probs).max() < 1e-4
+    assert b.record["onnx_max_abs_diff"] < 1e-4
+
+
+def test_predict_does_not_import_torch(built: datakiln.Repo, tmp_path: Path) -> None:
+    images, labels = _digit_images(built, 20)
+    paths = []
+    for k, data in enumerate(images):
+        (tmp_path / f"{k}.png").write_bytes(data)
+        paths.append(str(tmp_path / f"{k}.png"))
+    code = (
+        "import sys, json, datakiln\n"
+        f"m = datakiln.load({str(built.find_build().package)!r})\n"
+        f"p = m.predict({paths!r})\n"
+        "print(json.dumps({'labels': p.labels, 'shape': list(p.probs.shape), 'torch': 'torch' in sys.modules}))\n"
+    )
+    out = json.loads(
+        subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=ENV, check=True).stdout
+    )
+    assert out["torch"] is False and out["shape"] == [20, 10]
+    assert sum(a == b for a, b in zip(out["labels"], labels)) >= 17
+
+
+def test_predict_takes_paths_pil_images_and_arrays(built: datakiln.Repo, tmp_path: Path) -> None:
+    images, _ = _digit_images(built, 3)
+    (tmp_path / "a.png").write_bytes(images[0])
+    with Image.open(tmp_path / "a.png") as f:
+        im = f.copy()
+    gray = np.asarray(im.convert("L"))
+    rgb = np.asarray(im.convert("RGB"))
+    model = datakiln.load(built.find_build().id, repo=str(built.root))
+    p = model.predict([str(tmp_path / "a.png"), tmp_path / "a.png", im, gray, rgb])
+    assert len(set(p.labels)) == 1 and p.probs.shape == (5, 10)
+    np.testing.assert_allclose(p.probs[0], p.probs[3], atol=1e-6)
+    assert model.predict(gray).probs.shape == (1, 10)  # one (H, W) array is one image
+    with pytest.raises(datakiln.BadImage, match="uint8"):
+        model.predict([gray.astype(np.float32)])
+
+
+def test_tampered_package_is_refused(built: datakiln.Repo, tmp_path: Path) -> None:
+    pkg = tmp_path / "pkg"
+    shutil.copytree(built.find_build().package, pkg)
+    data = bytearray((pkg / "weights.safetensors").read_bytes())
+    data[-10] ^= 0xFF
+    (pkg / "weights.safetensors").write_bytes(bytes(data))
+    with pytest.raises(BadPackage, match="weights.safetensors does not match the sha256"):
+        datakiln.load(str(pkg))
+    with pytest.raises(BadPackage, match="not a model package"):
+        datakiln.load(str(tmp_path / "pkg" / "manifest.json"))
+
+
+def test_archive_round_trip_and_hostile_archives(built: datakiln.Repo, tmp_path: Path) -> None:
+    kiln("package", "-o", str(tmp_path / "d.kiln.zip"), cwd=built.root)
+    kiln("package", "-o", str(tmp_path / "e.kiln.zip"), cwd=built.root)
+    assert (tmp_path / "d.kiln.zip").read_bytes() == (tmp_path / "e.kiln.zip").read_bytes()
+    images, _ = _digit_images(built, 5)
+    arrays = [np.asarray(_image(d)) for d in images]
+    a = datakiln.load(str(tmp_path / "d.kiln.zip")).predict(arrays)
+    b = datakiln.load(str(built.find_build().package)).predict(arrays)
+    np.testing.assert_array_equal(a.probs, b.probs)
+    with zipfile.ZipFile(tmp_path / "d.kiln.zip") as z, zipfile.ZipFile(tmp_path / "evil.zip", "w") as out:
+        for name in z.namelist():
+            out.writestr(name, z.read(name))
+        out.writestr("../escape.txt", b"x")
+    with pytest.raises(BadPackage, match="exactly"):
+        datakiln.load(str(tmp_path / "evil.zip"))
+
+
+def test_unknown_build_is_a_clear_error(built: datakiln.Repo) -> None:
+    with pytest.raises(BuildNotFound, match="no build 'ffff'"):
+        built.find_build("ffff")
+    proc = kiln("report", "ffff", cwd=built.root, check=False)
+    assert proc.returncode == 1 and "kiln builds" in proc.stderr
+
+
+# ---- the CLI -------------------------------------------------------------------------------
+
+
+def test_cli_builds_report_predict(built: datakiln.Repo, tmp_path: Path) -> None:
+    rows = kiln_json("builds", cwd=built.root)
+    assert len(rows) == 1 and rows[0]["id"] == built.find_build().id
+    rep = kiln_json("report", cwd=built.root)
+    assert len(rep["confusion"]["matrix"]) == 10 and len(rep["per_class"]["classes"]) == 10
+    assert all({"slice", "n", "accuracy", "low", "high"} <= set(s) for s in rep["slices"])
+    text = kiln("report", cwd=built.root).stdout
+    assert "confusion matrix" in text and "per class" in text
+    images, labels = _digit_images(built, 4)
+    for k, data in enumerate(images):
+        (tmp_path / f"{k}.png").write_bytes(data)
+    out = kiln_json(
+        "predict", built.find_build().id[:10], *[str(tmp_path / f"{k}.png") for k in range(4)], cwd=built.root
+    )
+    assert [set(o) >= {"label", "probs"} for o in out] == [True] * 4
+    assert all(abs(sum(o["probs"].values()) - 1) < 1e-4 for o in out)
+    bad = kiln("predict", built.find_build().id[:10], str(tmp_path / "missing.png"), cwd=built.root, check=False)
+    assert bad.returncode == 1 and "missing.png" in bad.stderr
+
+
+def test_sweep_prints_a_table_and_saves_a_plot(digits_template: Path, tmp_path: Path) -> None:
+    root = tmp_path / "r"
+    shutil.copytree(digits_template, root)
+    (root / "kiln.toml").write_text("[train]\nepochs = 2\nfolds = 0\n")
+    res = kiln_json("sweep", "--width", "0.25,1", "--batch", "64", "--plot", "chart.png", cwd=root)
+    assert [p["width"] for p in res["points"]] == [0.25, 1.0]
+    assert any(p["pareto"] for p in res["points"])
+    with Image.open(root / "chart.png") as im:
+        assert im.size == (640, 420)
+
+
+def test_repo_dataset_for_your_own_loop(built: datakiln.Repo) -> None:
+    import torch
+
+    ds = built.dataset(split="valid")
+    x, y = ds[0]
+    assert x.shape == (1, 8, 8) and x.dtype == torch.float32 and 0 <= y < 10
+    batch = next(iter(torch.utils.data.DataLoader(ds, batch_size=16)))
+    assert batch[0].shape == (16, 1, 8, 8)
+    assert len(ds) == int((np.array(built.find_build().examples()["splits"]) == "valid").sum())
+
+
+def test_gc_removes_a_crashed_build(digits: datakiln.Repo) -> None:
+    left = digits.tmp_dir / "build-0123.999.1"
+    (left / "package").mkdir(parents=True)
+    (left / "package" / "weights.safetensors").write_bytes(b"half")
+    kiln("gc", "--prune", "now", cwd=digits.root)
+    assert not left.exists()
+    assert digits.fsck().ok
