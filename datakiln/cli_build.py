@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -56,6 +57,11 @@ def _build_args(p: argparse.ArgumentParser) -> None:
 )
 def cmd_build(a: argparse.Namespace) -> None:
     r = repo(a)
+    staged = sum(r.status()["staged"].values())
+    if staged:
+        print(
+            f"kiln: note: {staged} staged change(s) are not in this build; commit them to build them", file=sys.stderr
+        )
     res = r.build(a.rev, _spec(a), no_cache=a.no_cache)
     s = res.summary()
     if a.json:

@@ -22,6 +22,7 @@ from ..store.objects import ObjectStore
 from ..table import META_PREFIX, Table
 from .spec import InputSpec
 
+CACHE_KEEP = 3  # pixel caches kept: the current data, and a branch or two to switch between
 MAX_AUTO_SIDE = 64  # "auto" size: larger images are downscaled; a small CNN gains little above this
 
 
@@ -130,7 +131,16 @@ def pixels(store: ObjectStore, cache_dir: Path, ex: Examples, size: list[int], c
             bar.update()
     cache_dir.mkdir(parents=True, exist_ok=True)
     atomic_write(path, _npy_bytes(out), cache_dir)
+    _prune(cache_dir, keep=path)
     return out
+
+
+def _prune(cache_dir: Path, keep: Path, newest: int = CACHE_KEEP) -> None:
+    """Drop all but the newest few pixel caches: each import makes a new one, and they are big."""
+    files = sorted(cache_dir.glob("pixels-*.npy"), key=lambda p: p.stat().st_mtime, reverse=True)
+    for old in files[newest:]:
+        if old != keep:
+            old.unlink(missing_ok=True)
 
 
 def _npy_bytes(a: np.ndarray) -> bytes:
