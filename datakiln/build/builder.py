@@ -11,6 +11,7 @@ unlabeled, model-seeded) is predicted by the final model, which never trained on
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import io
 import json
@@ -115,26 +116,27 @@ def _publish(tmp: Path, final: Path) -> None:
         os.rename(tmp, final)
 
 
-def _compile(
-    repo: Repo, cid: str, state: str | None, bid: str, spec: Spec, ex: Examples, out: Path, show: bool
-) -> None:
-    from .. import __version__
+@dataclass
+class Trained:
+    final: Any  # train.FitResult of the final model
+    probs: np.ndarray  # (N, K) final model on every example
+    pred_probs: np.ndarray  # (N, K) out-of-sample: fold models on train, the final model elsewhere
+    embeddings: np.ndarray  # (N, D) final model
+    fold: np.ndarray  # (N,) fold of each train example, -1 elsewhere
+    fold_epochs: list[int]
+
+
+def _cross_fit(x: np.ndarray, ex: Examples, spec: Spec, mean: list[float], std: list[float], show: bool) -> Trained:
     from . import train as T
     from .models import Classifier
 
-    t0 = time.perf_counter()
-    size, channels = resolve_input(spec.input, ex)
-    x = pixels(repo.store, repo.dir / "cache", ex, size, channels)
-    t_pixels = time.perf_counter()
-    tr, va, te = ex.where("train"), ex.where("valid"), ex.where("test")
-    mean, std = normalization(x, tr, spec.input.normalize)
     t = spec.train
+    tr, va = ex.where("train"), ex.where("valid")
     T.set_determinism(t.threads, t.seed)
-    shape = (channels, size[0], size[1])
 
     def fit(idx: np.ndarray, seed: int, desc: str) -> Any:
-        torch_seed(seed)
-        model = Classifier(spec.model, shape, len(ex.classes), mean, std)
+        torch_seed(seed)  # the initial weights depend on the seed only
+        model = Classifier(spec.model, x.shape[1:], len(ex.classes), mean, std)
         bar = T.EpochBar(desc, t.epochs, show)
         try:
             return T.fit(x[idx], ex.y[idx], x[va], ex.y[va], spec, model, seed=seed, on_epoch=bar)
@@ -153,28 +155,16 @@ def _compile(
             pred_probs[held], _ = T.predict(res.model, x[held])
             fold[held] = f
             fold_epochs.append(res.best_epoch + 1)
-    t_folds = time.perf_counter()
     final = fit(tr, t.seed, "final")
-    probs_all, emb = T.predict(final.model, x)
-    if t.folds >= 2:
-        others = np.ones(n, dtype=bool)
-        others[tr] = False
-        pred_probs[others] = probs_all[others]
-    else:
-        pred_probs = probs_all
-    t_final = time.perf_counter()
+    probs, emb = T.predict(final.model, x)
+    others = fold < 0
+    pred_probs[others] = probs[others]
+    return Trained(final, probs, pred_probs, emb, fold, fold_epochs)
 
-    weights, onnx_bytes, onnx_diff = _export(final.model, x[np.concatenate([va, te])[:256]], shape)
-    m = _metrics(ex, probs_all, pred_probs, tr, va, te)
-    lineage = {
-        "repo": repo.id,
-        "commit": cid,
-        "state": state,
-        "spec_hash": spec.hash(),
-        "datakiln": __version__,
-        "build": bid,
-    }
-    contract = {
+
+def _contract(size: list[int], channels: int, mean: list[float], std: list[float]) -> dict[str, Any]:
+    """The input contract: how a caller turns an image into the model's input (see datakiln.pixels)."""
+    return {
         "size": size,
         "channels": channels,
         "color": "L" if channels == 1 else "RGB",
@@ -186,24 +176,47 @@ def _compile(
         "std": std,
         "normalized_in_model": True,
     }
+
+
+def _compile(
+    repo: Repo, cid: str, state: str | None, bid: str, spec: Spec, ex: Examples, out: Path, show: bool
+) -> None:
+    from .. import __version__
+    from .train import cpu_capability
+
+    t0 = time.perf_counter()
+    size, channels = resolve_input(spec.input, ex)
+    x = pixels(repo.store, repo.dir / "cache", ex, size, channels)
+    tr, va, te = ex.where("train"), ex.where("valid"), ex.where("test")
+    mean, std = normalization(x, tr, spec.input.normalize)
+    t_pixels = time.perf_counter()
+    run = _cross_fit(x, ex, spec, mean, std, show)
+    t_train = time.perf_counter()
+    model = run.final.model
+    weights, onnx_bytes, onnx_diff = _export(model, x[np.concatenate([va, te])[:256]], (channels, size[0], size[1]))
+    m = _metrics(ex, run.probs, run.pred_probs, tr, va, te)
+    lineage = {
+        "repo": repo.id,
+        "commit": cid,
+        "state": state,
+        "spec_hash": spec.hash(),
+        "datakiln": __version__,
+        "build": bid,
+    }
+    contract = _contract(size, channels, mean, std)
     manifest = {
         "name": repo.root.name,
         "version": f"0.0.0+{bid[:12]}",
-        "architecture": {
-            "arch": spec.model.arch,
-            "width": spec.model.width,
-            "depth": spec.model.depth,
-            "embedding_dim": final.model.dim,
-        },
+        "architecture": {**dataclasses.asdict(spec.model), "embedding_dim": model.dim},
         "spec": spec.to_dict(),
         "input": contract,
         "classes": ex.classes,
-        "outputs": {"probs": ["N", k], "embedding": ["N", final.model.dim]},
+        "outputs": {"probs": ["N", len(ex.classes)], "embedding": ["N", model.dim]},
         "metrics": {s: m[s] for s in ("valid", "test")},
         "lineage": lineage,
     }
     write_package(out / "package", manifest, {"weights.safetensors": weights, "model.onnx": onnx_bytes})
-    _write_predictions(out, ex, pred_probs, emb, fold)
+    _write_predictions(out, ex, run.pred_probs, run.embeddings, run.fold)
     t_end = time.perf_counter()
     record = {
         "id": bid,
@@ -214,15 +227,15 @@ def _compile(
         "classes": ex.classes,
         "metrics": m,
         "training": {
-            "epochs_run": final.epochs_run,
-            "best_epoch": final.best_epoch + 1,
-            "fold_best_epochs": fold_epochs,
-            "history": final.history,
-            "oos": t.folds >= 2,
+            "epochs_run": run.final.epochs_run,
+            "best_epoch": run.final.best_epoch + 1,
+            "fold_best_epochs": run.fold_epochs,
+            "history": run.final.history,
+            "oos": spec.train.folds >= 2,
         },
         "environment": {
-            "threads": t.threads,
-            "cpu_capability": T.cpu_capability(),
+            "threads": spec.train.threads,
+            "cpu_capability": cpu_capability(),
             "torch": _torch_version(),
             "python": sys.version.split()[0],
         },
@@ -230,9 +243,8 @@ def _compile(
         "onnx_max_abs_diff": onnx_diff,
         "seconds": {
             "pixels": round(t_pixels - t0, 3),
-            "folds": round(t_folds - t_pixels, 3),
-            "final": round(t_final - t_folds, 3),
-            "export": round(t_end - t_final, 3),
+            "train": round(t_train - t_pixels, 3),
+            "export": round(t_end - t_train, 3),
             "total": round(t_end - t0, 3),
         },
     }
