@@ -15,30 +15,24 @@ from typing import Any
 from .cli import command, out_json, repo, short, when
 from .errors import KilnError
 
-OVERRIDES = {
-    "arch": ("model.arch", str),
-    "width": ("model.width", float),
-    "depth": ("model.depth", int),
-    "epochs": ("train.epochs", int),
-    "seed": ("train.seed", int),
-    "folds": ("train.folds", int),
-    "threads": ("train.threads", int),
-}
+OVERRIDE_TYPES = {"arch": str, "width": float}  # the other short keys take integers
 
 
 def _spec_args(p: argparse.ArgumentParser) -> None:
+    from .build.spec import SHORT_KEYS
+
     p.add_argument("--spec", help="build spec file (default: kiln.toml in the repository, else built-in defaults)")
-    for name, (key, typ) in OVERRIDES.items():
-        p.add_argument(f"--{name}", type=typ, help=f"override {key} of the spec")
+    for name, key in SHORT_KEYS.items():
+        p.add_argument(f"--{name}", type=OVERRIDE_TYPES.get(name, int), help=f"override {key} of the spec")
 
 
 def _spec(a: argparse.Namespace) -> Any:
     from .build.builder import default_spec
-    from .build.spec import load_spec
+    from .build.spec import SHORT_KEYS, load_spec
 
     r = repo(a)
     spec = load_spec(Path(a.C, a.spec)) if a.spec else default_spec(r)
-    overrides = {key: getattr(a, name) for name, (key, _) in OVERRIDES.items() if getattr(a, name) is not None}
+    overrides = {name: getattr(a, name) for name in SHORT_KEYS if getattr(a, name) is not None}
     return spec.with_overrides(**overrides) if overrides else spec
 
 
@@ -100,17 +94,17 @@ def cmd_builds(a: argparse.Namespace) -> None:
     if a.json:
         out_json(rows)
         return
-    print(f"{'build':<12}  {'commit':<10}  {'spec':<28}  {'valid':>6}  {'test':>6}  {'secs':>6}  created")
+    print(f"{'build':<12}  {'commit':<10}  {'spec':<32}  {'valid':>6}  {'test':>6}  {'secs':>6}  created")
     for x in rows:
         print(
-            f"{x['id'][:12]}  {short(x['commit'])}  {x['spec']:<28}  {_f(x['valid_accuracy'])}  "
+            f"{x['id'][:12]}  {short(x['commit'])}  {x['spec']:<32}  {_f(x['valid_accuracy'])}  "
             f"{_f(x['test_accuracy'])}  {x['seconds']:>6.1f}  {when(int(x['created']))}"
         )
 
 
 def _spec_line(spec: dict[str, Any]) -> str:
     m, t = spec["model"], spec["train"]
-    return f"{m['arch']} w={m['width']:g} d={m['depth']} e={t['epochs']} s={t['seed']}"
+    return f"{m['arch']} w={m['width']:g} d={m['depth']} e={t['epochs']} f={t['folds']} s={t['seed']}"
 
 
 def _f(v: float | None) -> str:
@@ -134,7 +128,8 @@ def cmd_report(a: argparse.Namespace) -> None:
         return
     m = rep["metrics"]
     print(f"build {rep['id'][:12]} of commit {short(rep['commit'])}  ({_spec_line(rep['spec'])})")
-    print(f"accuracy: valid {_acc(m['valid'])}, test {_acc(m['test'])}, train out-of-sample {_acc(m['train_oos'])}")
+    oos = _acc(m["train_oos"]) if m["train_oos"]["n"] else "n/a (no cross-fitting: train.folds = 0)"
+    print(f"accuracy: valid {_acc(m['valid'])}, test {_acc(m['test'])}, train out-of-sample {oos}")
     pc = rep["per_class"]
     print(f"\nper class ({pc['split']} split):\n  {'class':<16} {'precision':>9} {'recall':>7} {'f1':>6} {'n':>5}")
     for c in pc["classes"]:
@@ -151,11 +146,12 @@ def _g(v: float | None) -> str:
 
 
 def _print_confusion(classes: list[str], conf: dict[str, Any]) -> None:
-    names = [c[:5] for c in classes]
+    w = min(12, max(5, *(len(c) for c in classes)))
+    names = [c[:w] for c in classes]
     print(f"\nconfusion matrix ({conf['split']} split; rows: given label, columns: predicted):")
-    print("  " + " " * 6 + " ".join(f"{n:>5}" for n in names))
+    print("  " + " " * (w + 1) + " ".join(f"{n:>{w}}" for n in names))
     for n, row in zip(names, conf["matrix"]):
-        print(f"  {n:>5} " + " ".join(f"{v:>5}" if v else f"{'.':>5}" for v in row))
+        print(f"  {n:>{w}} " + " ".join(f"{v:>{w}}" if v else f"{'.':>{w}}" for v in row))
 
 
 def _compare_args(p: argparse.ArgumentParser) -> None:
@@ -272,9 +268,13 @@ def cmd_sweep(a: argparse.Namespace) -> None:
     from .build.sweep import plot, sweep
 
     try:
-        widths = [float(w) for w in a.width.split(",") if w.strip()]
+        widths = list(dict.fromkeys(float(w) for w in a.width.split(",") if w.strip()))
     except ValueError:
-        raise KilnError(f"--width {a.width!r}: give numbers separated by commas, e.g. 0.25,0.5,1,2") from None
+        widths = []
+    if not widths:
+        raise KilnError(f"--width {a.width!r}: give numbers separated by commas, e.g. 0.25,0.5,1,2")
+    if not 1 <= a.batch <= 8192:
+        raise KilnError(f"--batch {a.batch}: use a batch size from 1 to 8192")
     r = repo(a)
     spec = load_spec(Path(a.C, a.spec)) if a.spec else default_spec(r)
     res = sweep(r, widths, rev=a.rev, spec=spec, batch=a.batch)

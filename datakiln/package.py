@@ -18,6 +18,7 @@ import hashlib
 import json
 import os
 import zipfile
+import zlib
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -42,12 +43,23 @@ def write_package(out: Path, manifest: dict[str, Any], files: dict[str, bytes]) 
     """Write the package directory ``out`` (which must not exist yet); hashes go into the manifest."""
     out.mkdir(parents=True)
     manifest = {**manifest, "format": FORMAT, "files": {name: sha256(files[name]) for name in FILES}}
+    manifest["digest"] = manifest_digest(manifest)
     for name, data in [*files.items(), (MANIFEST, manifest_bytes(manifest))]:
         with open(out / name, "wb") as f:
             f.write(data)
             f.flush()
             os.fsync(f.fileno())
     fsync_dir(out)
+
+
+def manifest_digest(manifest: dict[str, Any]) -> str:
+    """sha256 of the manifest's canonical JSON without its own ``digest`` key.
+
+    It catches a damaged or hand-edited manifest (a renamed class, a changed input size); it does
+    not stop a deliberate forger, who can recompute it: that takes a signature (sharing, later).
+    """
+    body = {k: v for k, v in manifest.items() if k != "digest"}
+    return sha256(json.dumps(body, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode())
 
 
 def manifest_bytes(manifest: dict[str, Any]) -> bytes:
@@ -90,15 +102,21 @@ def read_package_files(path: Path) -> dict[str, bytes]:
 
 
 def _read_archive(path: Path) -> dict[str, bytes]:
-    with zipfile.ZipFile(path) as z:
-        infos = {i.filename: i for i in z.infolist()}
-        if set(infos) != {MANIFEST, *FILES}:
-            raise BadPackage(
-                f"{path}: the archive holds {sorted(infos)}; a package archive holds exactly {MANIFEST}, {', '.join(FILES)}"
-            )
-        if any(i.file_size > MAX_FILE for i in infos.values()):
-            raise BadPackage(f"{path}: a member claims over {MAX_FILE >> 30} GiB; refusing to unpack it")
-        return {name: z.read(name) for name in infos}
+    try:
+        with zipfile.ZipFile(path) as z:
+            infos = {i.filename: i for i in z.infolist()}
+            if set(infos) != {MANIFEST, *FILES}:
+                raise BadPackage(
+                    f"{path}: the archive holds {sorted(infos)}; a package archive holds exactly {MANIFEST}, "
+                    f"{', '.join(FILES)}"
+                )
+            if any(i.file_size > MAX_FILE for i in infos.values()):
+                raise BadPackage(f"{path}: a member claims over {MAX_FILE >> 30} GiB; refusing to unpack it")
+            return {name: z.read(name) for name in infos}
+    except (zipfile.BadZipFile, zlib.error, EOFError, OSError, ValueError) as e:
+        raise BadPackage(
+            f"{path}: the archive is damaged ({e}); fetch it again or rebuild it with 'kiln package'"
+        ) from None
 
 
 def _verify(path: Path, files: dict[str, bytes]) -> None:
@@ -108,6 +126,11 @@ def _verify(path: Path, files: dict[str, bytes]) -> None:
         raise BadPackage(f"{path}: {MANIFEST} is not valid JSON ({e})") from None
     if not isinstance(manifest, dict) or manifest.get("format") != FORMAT:
         raise BadPackage(f"{path}: {MANIFEST} is not a {FORMAT} manifest; rebuild it with this datakiln")
+    if manifest.get("digest") != manifest_digest(manifest):
+        raise BadPackage(
+            f"{path}: {MANIFEST} does not match its digest; it was edited or damaged. Rebuild the package "
+            "('kiln build') or fetch it again"
+        )
     expected = manifest.get("files", {})
     for name in FILES:
         if expected.get(name) != sha256(files[name]):
@@ -143,7 +166,29 @@ class Model:
         opts.intra_op_num_threads = int(self.manifest.get("spec", {}).get("train", {}).get("threads", 1))
         opts.inter_op_num_threads = 1
         opts.log_severity_level = 3
-        self.session = ort.InferenceSession(files["model.onnx"], sess_options=opts, providers=["CPUExecutionProvider"])
+        try:
+            self.session = ort.InferenceSession(
+                files["model.onnx"], sess_options=opts, providers=["CPUExecutionProvider"]
+            )
+        except Exception as e:  # onnxruntime raises its own exception types
+            raise BadPackage(f"{source}: model.onnx cannot be loaded by onnxruntime ({e})") from None
+        self._check_graph()
+
+    def _check_graph(self) -> None:
+        """The manifest and the graph must agree on input shape and class count."""
+        shape = list(self.session.get_inputs()[0].shape[1:])
+        k = self.session.get_outputs()[0].shape[1]
+        if shape != [self.channels, *self.size] or k != len(self.classes):
+            raise BadPackage(
+                f"{self.source}: the manifest says input {[self.channels, *self.size]} and {len(self.classes)} classes, "
+                f"the ONNX graph {shape} and {k}; the package is inconsistent, rebuild it"
+            )
+
+    def __repr__(self) -> str:
+        return (
+            f"<datakiln.Model {self.name} {self.manifest.get('version')}: {len(self.classes)} classes, "
+            f"input {self.channels}x{self.size[0]}x{self.size[1]}, from {self.source}>"
+        )
 
     @property
     def name(self) -> str:
@@ -170,13 +215,11 @@ class Model:
 
 
 def _as_batch(images: Any) -> Sequence[Any]:
-    """A list of images from one image or many. A numpy array is one image when it is (H, W) or
-    (H, W, C) with C in 1, 3, 4; (N, H, W) or (N, H, W, C) is a batch."""
+    """A list of images from one image or many. A numpy array of 2 or 3 dimensions is one image
+    ((H, W) or (H, W, C)); of 4, a batch (N, H, W, C). For (N, H, W) grayscale, pass ``list(a)``."""
     if isinstance(images, np.ndarray):
-        if images.ndim == 2 or (images.ndim == 3 and images.shape[2] in (1, 3, 4)):
-            return [images]
-        return list(images)
-    if isinstance(images, (str, os.PathLike)) or not isinstance(images, Sequence):
+        return list(images) if images.ndim == 4 else [images]
+    if isinstance(images, (str, bytes, os.PathLike)) or not isinstance(images, Sequence):
         return [images]
     return images
 

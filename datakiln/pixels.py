@@ -14,7 +14,7 @@ from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
-from PIL import Image
+from PIL import Image, UnidentifiedImageError
 
 from .errors import BadImage
 
@@ -43,12 +43,16 @@ def decode(data: bytes, size: Sequence[int], channels: int, name: str = "image")
         with Image.open(io.BytesIO(data)) as im:
             im.load()
             return to_pixels(im, size, channels)
+    except UnidentifiedImageError:
+        raise BadImage(f"{name}: not an image Pillow can read; pass a PNG, JPEG or WebP image") from None
     except (OSError, SyntaxError, ValueError) as e:
         raise BadImage(f"{name}: cannot be decoded ({e}); pass a PNG, JPEG or WebP image") from None
 
 
 def from_input(item: Any, size: Sequence[int], channels: int) -> np.ndarray:
-    """One input of ``predict``: a file path, a PIL image, or a uint8 array (H, W) or (H, W, C)."""
+    """One input of ``predict``: a file path, encoded bytes, a PIL image, or a uint8 array (H, W) or (H, W, C)."""
+    if isinstance(item, bytes):
+        return decode(item, size, channels, "bytes input")
     if isinstance(item, (str, os.PathLike)):
         try:
             with open(item, "rb") as f:
@@ -57,22 +61,37 @@ def from_input(item: Any, size: Sequence[int], channels: int) -> np.ndarray:
             raise BadImage(f"{item}: cannot read the file ({e.strerror or e})") from None
         return decode(data, size, channels, str(item))
     if isinstance(item, Image.Image):
+        if item.width == 0 or item.height == 0:
+            raise BadImage(f"an image of {item.width}x{item.height} pixels has nothing to predict on")
         return to_pixels(item, size, channels)
     if isinstance(item, np.ndarray):
         return to_pixels(_array_image(item), size, channels)
-    raise BadImage(f"cannot predict on a {type(item).__name__}; pass file paths, PIL images or uint8 numpy arrays")
+    raise BadImage(
+        f"cannot predict on a {type(item).__name__}; pass file paths, encoded bytes, PIL images or uint8 numpy arrays"
+    )
 
 
 def _array_image(a: np.ndarray) -> Image.Image:
     if a.dtype != np.uint8:
-        raise BadImage(f"array images must be uint8 (0-255), not {a.dtype}; convert with (x * 255).astype(np.uint8)")
+        raise BadImage(
+            f"array images must be uint8 (0-255), not {a.dtype}; scale to 0-255 first (floats in [0, 1]: x * 255), "
+            "then np.clip(x, 0, 255).astype(np.uint8)"
+        )
+    if a.size == 0:
+        raise BadImage(f"an array image of shape {a.shape} has no pixels")
+    if a.ndim == 3 and a.shape[0] in (1, 3, 4) and a.shape[2] not in (1, 3, 4):
+        raise BadImage(
+            f"array image of shape {a.shape} looks channels-first (C, H, W); pass (H, W, C): a.transpose(1, 2, 0)"
+        )
     if a.ndim == 2:
         return Image.fromarray(a, "L")
     if a.ndim == 3 and a.shape[2] in (1, 3, 4):
         if a.shape[2] == 1:
             return Image.fromarray(a[:, :, 0], "L")
         return Image.fromarray(a, "RGB" if a.shape[2] == 3 else "RGBA")
-    raise BadImage(f"array image of shape {a.shape}: expected (H, W) or (H, W, C) with C in 1, 3, 4")
+    raise BadImage(
+        f"array image of shape {a.shape}: expected (H, W) or (H, W, C) with C in 1, 3, 4 (a batch: a list, or (N, H, W, C))"
+    )
 
 
 def batch(items: Sequence[Any], size: Sequence[int], channels: int) -> np.ndarray:

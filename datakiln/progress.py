@@ -8,13 +8,21 @@ import time
 from types import TracebackType
 
 
+def progress_enabled() -> bool:
+    """KILN_PROGRESS=1 (or true/yes/on) forces bars, 0 (false/no/off) hides them; default: on a terminal."""
+    env = os.environ.get("KILN_PROGRESS", "").strip().lower()
+    if env in ("1", "true", "yes", "on"):
+        return True
+    if env in ("0", "false", "no", "off"):
+        return False
+    return sys.stderr.isatty()
+
+
 class Progress:
     def __init__(self, total: int, desc: str, *, enabled: bool | None = None) -> None:
         self.total, self.desc, self.n = total, desc, 0
         if enabled is None:
-            enabled = os.environ.get("KILN_PROGRESS") == "1" or (
-                sys.stderr.isatty() and os.environ.get("KILN_PROGRESS") != "0"
-            )
+            enabled = progress_enabled()
         self.enabled = enabled and total > 0
         self.start = self._last = time.monotonic()
 

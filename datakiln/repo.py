@@ -26,6 +26,7 @@ from . import merge as merging
 from .errors import (
     BadManifest,
     ExampleNotFound,
+    InputError,
     MergeInProgress,
     NothingToCommit,
     RepoExists,
@@ -43,6 +44,7 @@ from .store.fsutil import FileLock, atomic_write, fsync_dir
 from .store.objects import ObjectStore
 from .store.refs import Refs, check_name
 from .table import (
+    SPLITS,
     Changes,
     SegmentCache,
     Table,
@@ -591,11 +593,23 @@ class Repo:
 
     # ---- builds: the compiler lives in datakiln.build and loads torch only to train -------
     def build(
-        self, rev: str = "HEAD", spec: Spec | None = None, *, no_cache: bool = False, progress: bool | None = None
+        self,
+        rev: str = "HEAD",
+        spec: Spec | None = None,
+        *,
+        no_cache: bool = False,
+        progress: bool | None = None,
+        **overrides: Any,
     ) -> BuildResult:
-        """Train (or find in the cache) the model of ``rev`` under ``spec`` (default: kiln.toml)."""
-        from .build.builder import build
+        """Train (or find in the cache) the model of ``rev`` under ``spec`` (default: kiln.toml).
 
+        ``overrides`` replace single keys: ``repo.build(width=0.5, epochs=10)``, or dotted
+        ``**{"augment.flip": True}``.
+        """
+        from .build.builder import build, default_spec
+
+        if overrides:
+            spec = (spec or default_spec(self)).with_overrides(**overrides)
         return build(self, rev, spec, no_cache=no_cache, progress=progress)
 
     def builds(self) -> list[BuildRecord]:
@@ -616,6 +630,8 @@ class Repo:
         from .build.data import gather, pixels, resolve_input
         from .build.torchdata import ExampleDataset
 
+        if split not in SPLITS:
+            raise InputError(f"split {split!r} is not one of {', '.join(SPLITS)}")
         spec = spec or default_spec(self)
         ex = gather(self.table(commit), use_model_labels=spec.train.use_model_labels)
         size, channels = resolve_input(spec.input, ex)

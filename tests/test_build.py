@@ -63,14 +63,14 @@ def test_default_toml_is_the_default_spec() -> None:
     [
         ("[model]\nwidht = 1.0\n", "unknown key model.widht"),
         ("[modle]\n", "unknown section [modle]"),
-        ('[model]\nwidth = "wide"\n', "model.width must be a float"),
-        ("[train]\nepochs = 2.5\n", "train.epochs must be a int"),
+        ('[model]\nwidth = "wide"\n', "model.width must be a number"),
+        ("[train]\nepochs = 2.5\n", "train.epochs must be an integer"),
         ("[train]\nfolds = 1\n", "train.folds = 1 cannot hold anything out"),
         ("[train]\nthreads = 0\n", "train.threads = 0 is out of range"),
         ('[model]\narch = "resnet"\n', "model.arch must be one of cnn, mlp"),
         ("[input]\nsize = [8]\n", "input.size must be [height, width]"),
         ("[input]\nchannels = 2\n", "input.channels must be 1, 3"),
-        ("[augment]\nflip = 1\n", "augment.flip must be a bool"),
+        ("[augment]\nflip = 1\n", "augment.flip must be true or false"),
         ("[train\n", "not valid TOML"),
     ],
 )
@@ -153,7 +153,9 @@ def test_spec_change_is_a_new_build(built: datakiln.Repo, tmp_path: Path) -> Non
     assert len(r.builds()) == 2
     cmp = kiln_json("compare", built.find_build().id[:8], res.build.id[:8], cwd=root)
     assert set(cmp["splits"]) == {"valid", "test", "train_oos"}
-    assert cmp["newly_wrong_count"] >= 0 and cmp["shared_examples"] == len(r.table())
+    # The new build has no cross-fitting, so only its held-out (valid and test) rows are compared.
+    held_out = int((np.array(res.build.examples()["splits"]) != "train").sum())
+    assert cmp["newly_wrong_count"] >= 0 and cmp["shared_examples"] == held_out
 
 
 def test_unlabeled_and_model_labels_are_not_trained_on(tmp_path: Path) -> None:
@@ -370,3 +372,80 @@ def test_gc_removes_a_crashed_build(digits: datakiln.Repo) -> None:
     kiln("gc", "--prune", "now", cwd=digits.root)
     assert not left.exists()
     assert digits.fsck().ok
+
+
+# ---- what a new user ran into --------------------------------------------------------------
+
+
+def test_damaged_archive_and_edited_manifest_are_refused(built: datakiln.Repo, tmp_path: Path) -> None:
+    kiln("package", "-o", str(tmp_path / "a.zip"), cwd=built.root)
+    data = (tmp_path / "a.zip").read_bytes()
+    for at in (len(data) // 3, len(data) // 2, 2 * len(data) // 3):
+        bad = bytearray(data)
+        bad[at] ^= 0x55
+        (tmp_path / "bad.zip").write_bytes(bytes(bad))
+        with pytest.raises(BadPackage):
+            datakiln.load(str(tmp_path / "bad.zip"))
+        proc = kiln("predict", str(tmp_path / "bad.zip"), str(tmp_path / "a.zip"), cwd=built.root, check=False)
+        assert proc.returncode == 1 and "Traceback" not in proc.stderr, proc.stderr
+    pkg = tmp_path / "pkg"
+    shutil.copytree(built.find_build().package, pkg)
+    text = (pkg / "manifest.json").read_text()
+    (pkg / "manifest.json").write_text(text.replace('"9"', '"nine"'))
+    with pytest.raises(BadPackage, match="manifest.json does not match its digest"):
+        datakiln.load(str(pkg))
+
+
+def test_without_cross_fitting_train_rows_are_not_called_out_of_sample(built: datakiln.Repo, tmp_path: Path) -> None:
+    root = tmp_path / "copy"
+    shutil.copytree(built.root, root)
+    b = datakiln.Repo(root).build(folds=0, epochs=2).build
+    m = b.record["metrics"]
+    assert m["train_oos"] == {"accuracy": None, "n": 0}
+    assert not any(s["slice"] == "split=train" for s in m["slices"])
+    assert "no cross-fitting" in kiln("report", b.id[:8], cwd=root).stdout
+    cmp = kiln_json("compare", built.find_build().id[:8], b.id[:8], cwd=root)
+    assert cmp["shared_examples"] == len(b.arrays()["y"]) - int((np.array(b.examples()["splits"]) == "train").sum())
+
+
+def test_a_class_without_train_examples_is_refused(repo: datakiln.Repo, tmp_path: Path) -> None:
+    layout = {f"imgs/train/cat/{k}.png": png((k, 1, 1)) for k in range(6)}
+    layout |= {f"imgs/train/dog/{k}.png": png((1, k, 1)) for k in range(6)}
+    layout |= {f"imgs/valid/bird/{k}.png": png((1, 1, k)) for k in range(3)}
+    repo.import_folder(write_folder(tmp_path / "src", layout) / "imgs")
+    repo.commit("bird only in valid")
+    with pytest.raises(NotBuildable, match="'bird' have no labeled examples in the train split"):
+        repo.build()
+
+
+def test_predict_input_mistakes_get_clear_errors(built: datakiln.Repo) -> None:
+    model = datakiln.load(built.find_build().id, repo=str(built.root))
+    images, _ = _digit_images(built, 1)
+    assert model.predict(images[0]).probs.shape == (1, 10)  # encoded bytes
+    chw = np.zeros((3, 8, 8), np.uint8)
+    with pytest.raises(datakiln.BadImage, match="channels-first"):
+        model.predict([chw])
+    with pytest.raises(datakiln.BadImage, match="no pixels"):
+        model.predict([np.zeros((0, 0, 3), np.uint8)])
+    with pytest.raises(datakiln.BadImage, match="not an image"):
+        model.predict([b"hello, not an image"])
+    assert model.predict(np.zeros((4, 8, 8, 3), np.uint8)).probs.shape == (4, 10)
+    assert "10 classes" in repr(model)
+
+
+def test_api_overrides_split_check_and_spec_hints(built: datakiln.Repo, tmp_path: Path) -> None:
+    with pytest.raises(BadSpec, match=r"did you mean width\?"):
+        Spec().with_overrides(widht=1)
+    path = tmp_path / "kiln.toml"
+    path.write_text("[model]\nwidht = 1.0\n")
+    with pytest.raises(BadSpec, match=r"did you mean width\?"):
+        load_spec(path)
+    path.write_text("epochs = 3\n")
+    with pytest.raises(BadSpec, match=r"outside any section; put it under \[train\]"):
+        load_spec(path)
+    with pytest.raises(datakiln.InputError, match="'bogus' is not one of train, valid, test"):
+        built.dataset(split="bogus")
+    with pytest.raises(BuildNotFound, match="at least 4"):
+        built.find_build("0")
+    bad = kiln("sweep", "--width", ",", cwd=built.root, check=False)
+    assert bad.returncode == 1 and "give numbers" in bad.stderr

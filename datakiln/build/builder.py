@@ -28,6 +28,7 @@ import numpy as np
 
 from .. import metrics
 from ..package import MANIFEST, write_package
+from ..progress import progress_enabled
 from .data import Examples, check_buildable, folds_of, gather, normalization, pixels, resolve_input
 from .records import BUILD_JSON, EXAMPLES, PREDICTIONS, BuildRecord, builds_dir, read_build
 from .spec import Spec, load_spec
@@ -87,20 +88,13 @@ def build(
     tmp = repo.tmp_dir / f"build-{bid}.{os.getpid()}.{time.monotonic_ns()}"
     tmp.mkdir(parents=True)
     try:
-        _compile(repo, cid, commit.state, bid, spec, ex, tmp, _progress_enabled(progress))
+        _compile(repo, cid, commit.state, bid, spec, ex, tmp, progress_enabled() if progress is None else progress)
         _publish(tmp, final)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     rec = read_build(final)
     assert rec is not None
     return BuildResult(rec, cached=False)
-
-
-def _progress_enabled(progress: bool | None) -> bool:
-    if progress is not None:
-        return progress
-    env = os.environ.get("KILN_PROGRESS")
-    return env == "1" or (sys.stderr.isatty() and env != "0")
 
 
 def _publish(tmp: Path, final: Path) -> None:
@@ -194,7 +188,7 @@ def _compile(
     t_train = time.perf_counter()
     model = run.final.model
     weights, onnx_bytes, onnx_diff = _export(model, x[np.concatenate([va, te])[:256]], (channels, size[0], size[1]))
-    m = _metrics(ex, run.probs, run.pred_probs, tr, va, te)
+    m = _metrics(ex, run)
     lineage = {
         "repo": repo.id,
         "commit": cid,
@@ -298,18 +292,20 @@ def _export(model: Any, sample: np.ndarray, shape: tuple[int, int, int]) -> tupl
     return weights, onnx_bytes, float(np.abs(ort_probs - torch_probs).max())
 
 
-def _metrics(
-    ex: Examples, probs: np.ndarray, pred_probs: np.ndarray, tr: np.ndarray, va: np.ndarray, te: np.ndarray
-) -> dict[str, Any]:
-    y = ex.y
+def _metrics(ex: Examples, run: Trained) -> dict[str, Any]:
+    y, probs, pred_probs = ex.y, run.probs, run.pred_probs
+    tr, va, te = ex.where("train"), ex.where("valid"), ex.where("test")
     held = te if len(te) else va  # per-class and confusion on test; on valid when there is no test
-    labeled = np.flatnonzero(y >= 0)
+    # Slices only count predictions from a model that did not train on the example: without
+    # cross-fitting, train examples are left out rather than flattered.
+    labeled = np.flatnonzero((y >= 0) & ((run.fold >= 0) | (ex.splits != "train")))
+    tr_oos = tr[run.fold[tr] >= 0]
     columns: dict[str, list[str | None]] = {"split": [str(s) for s in ex.splits], "label": list(ex.labels)}
     columns.update(ex.meta)
     return {
         "valid": {"accuracy": metrics.accuracy(y[va], probs[va]), "n": int(len(va))},
         "test": {"accuracy": metrics.accuracy(y[te], probs[te]), "n": int(len(te))},
-        "train_oos": {"accuracy": metrics.accuracy(y[tr], pred_probs[tr]), "n": int(len(tr))},
+        "train_oos": {"accuracy": metrics.accuracy(y[tr_oos], pred_probs[tr_oos]), "n": int(len(tr_oos))},
         "per_class": {
             "split": "test" if len(te) else "valid",
             "classes": metrics.per_class(y[held], probs[held], ex.classes),

@@ -90,6 +90,12 @@ def check_buildable(ex: Examples) -> None:
             f"the commit has {len(ex.classes)} class(es) among its labels; a classifier needs at least 2. "
             "Label more examples ('kiln label ID LABEL') and commit"
         )
+    missing = sorted(set(ex.classes) - {ex.classes[i] for i in ex.y[train]})
+    if missing:
+        raise NotBuildable(
+            f"class(es) {', '.join(map(repr, missing[:5]))} have no labeled examples in the train split, so no model "
+            "can learn them; label some train examples of each, or relabel/remove those examples, and commit"
+        )
     if len(train) < 2 * len(ex.classes):
         raise NotBuildable(
             f"only {len(train)} labeled examples in the train split for {len(ex.classes)} classes; "

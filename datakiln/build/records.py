@@ -75,6 +75,8 @@ def find_build(repo: Repo, ref: str | None = None) -> BuildRecord:
     if ref in (None, "latest"):
         return builds[-1]
     assert ref is not None
+    if len(ref) < 4:
+        raise BuildNotFound(f"build {ref!r} is too short to name a build; give at least 4 characters of its id")
     hits = [b for b in builds if b.id.startswith(ref.lower())]
     if len(hits) == 1:
         return hits[0]

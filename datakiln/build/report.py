@@ -37,7 +37,9 @@ def _correct_by_id(b: BuildRecord) -> tuple[dict[str, int], np.ndarray, list[str
     classes = b.record["classes"]
     pred = probs.argmax(1)
     # Compare by label name: two builds may have different class lists.
-    given = [classes[v] if v >= 0 else None for v in y]
+    # In-sample rows (train examples of a build without cross-fitting) are not compared.
+    oos = (arr["fold"] >= 0) | (np.array(ex["splits"]) != "train")
+    given = [classes[v] if v >= 0 and ok else None for v, ok in zip(y, oos)]
     predicted = [classes[v] for v in pred]
     correct = np.array([g is not None and g == p for g, p in zip(given, predicted)])
     return {eid: i for i, eid in enumerate(ex["ids"])}, correct, predicted, given
@@ -69,6 +71,7 @@ def compare(a: BuildRecord, b: BuildRecord, *, limit: int = 50) -> dict[str, Any
         "a": a.id,
         "b": b.id,
         "splits": splits,
+        "per_class_split": ma["per_class"]["split"],
         "per_class": _class_deltas(ma["per_class"]["classes"], mb["per_class"]["classes"]),
         "shared_examples": len(shared),
         "newly_wrong_count": len(newly_wrong),
@@ -79,12 +82,11 @@ def compare(a: BuildRecord, b: BuildRecord, *, limit: int = 50) -> dict[str, Any
 
 
 def _class_deltas(a: list[dict[str, Any]], b: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    rb = {c["class"]: c for c in b}
+    """Recall per class in either build (None where a build lacks the class)."""
+    ra = {c["class"]: c["recall"] for c in a}
+    rb = {c["class"]: c["recall"] for c in b}
     out = []
-    for c in a:
-        other = rb.get(c["class"])
-        if other is None:
-            continue
-        ra, rb_ = c["recall"], other["recall"]
-        out.append({"class": c["class"], "a": ra, "b": rb_, "delta": None if ra is None or rb_ is None else rb_ - ra})
+    for name in sorted(ra.keys() | rb.keys()):
+        x, y = ra.get(name), rb.get(name)
+        out.append({"class": name, "a": x, "b": y, "delta": None if x is None or y is None else y - x})
     return out

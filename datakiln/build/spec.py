@@ -9,6 +9,7 @@ build starts (image size, channels, normalisation) and the decided values are re
 from __future__ import annotations
 
 import dataclasses
+import difflib
 import hashlib
 import json
 import tomllib
@@ -93,15 +94,28 @@ class Spec:
         return hashlib.sha256(json.dumps(self.to_dict(), sort_keys=True).encode()).hexdigest()
 
     def with_overrides(self, **dotted: Any) -> Spec:
-        """``spec.with_overrides(**{"model.width": 0.5})``: a checked copy with keys replaced."""
+        """``spec.with_overrides(**{"model.width": 0.5})`` or ``(width=0.5)``: a checked copy with keys replaced."""
         d = self.to_dict()
         for key, value in dotted.items():
+            key = SHORT_KEYS.get(key, key)
             section, _, name = key.partition(".")
             if section not in d or name not in d[section]:
-                raise BadSpec(f"unknown spec key {key!r}; known: {', '.join(all_keys())}")
+                known = [*SHORT_KEYS, *all_keys()]
+                raise BadSpec(f"unknown spec key {key!r}{_hint(key, known)}; known: {', '.join(known)}")
             d[section][name] = value
         return parse_dict(d, "overrides")
 
+
+# Short names for the keys people change most: `kiln build --width 0.5`, `repo.build(width=0.5)`.
+SHORT_KEYS = {
+    "arch": "model.arch",
+    "width": "model.width",
+    "depth": "model.depth",
+    "epochs": "train.epochs",
+    "seed": "train.seed",
+    "folds": "train.folds",
+    "threads": "train.threads",
+}
 
 SECTIONS: dict[str, type[Any]] = {"model": ModelSpec, "input": InputSpec, "augment": AugmentSpec, "train": TrainSpec}
 
@@ -121,8 +135,16 @@ def _check_type(value: Any, default: Any, where: str) -> Any:
     else:  # str
         ok = isinstance(value, str)
     if not ok:
-        raise BadSpec(f"{where} must be a {type(default).__name__}, not {value!r}")
+        raise BadSpec(f"{where} must be {TYPE_NAMES[type(default)]}, not {value!r}")
     return value
+
+
+TYPE_NAMES = {bool: "true or false", int: "an integer", float: "a number", str: "a string"}
+
+
+def _hint(name: str, known: list[str]) -> str:
+    close = difflib.get_close_matches(name, known, n=1)
+    return f" (did you mean {close[0]}?)" if close else ""
 
 
 def _check_value(section: str, name: str, value: Any, where: str) -> Any:
@@ -169,16 +191,24 @@ def _check_value(section: str, name: str, value: Any, where: str) -> Any:
 def parse_dict(d: dict[str, Any], source: str) -> Spec:
     parts: dict[str, Any] = {}
     for section, value in d.items():
-        if section not in SECTIONS:
-            raise BadSpec(f"{source}: unknown section [{section}]; sections are {', '.join(SECTIONS)}")
         if not isinstance(value, dict):
-            raise BadSpec(f"{source}: {section} must be a table ([{section}]), not {value!r}")
+            owner = [s for s, cls in SECTIONS.items() if section in {f.name for f in dataclasses.fields(cls)}]
+            where = f"under [{owner[0]}]" if owner else "in a section"
+            raise BadSpec(f"{source}: {section} = {value!r} is outside any section; put it {where}")
+        if section not in SECTIONS:
+            raise BadSpec(
+                f"{source}: unknown section [{section}]{_hint(section, list(SECTIONS))}; sections are "
+                f"{', '.join(SECTIONS)}"
+            )
         cls = SECTIONS[section]
         names = {f.name for f in dataclasses.fields(cls)}
         kwargs = {}
         for name, v in value.items():
             if name not in names:
-                raise BadSpec(f"{source}: unknown key {section}.{name}; [{section}] takes {', '.join(sorted(names))}")
+                raise BadSpec(
+                    f"{source}: unknown key {section}.{name}{_hint(name, sorted(names))}; [{section}] takes "
+                    f"{', '.join(sorted(names))}"
+                )
             kwargs[name] = _check_value(section, name, v, f"{source}: {section}.{name}")
         parts[section] = cls(**kwargs)
     return Spec(**parts)

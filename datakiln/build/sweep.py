@@ -79,7 +79,7 @@ def plot(result: dict[str, Any], out: Path) -> Path:
     d.line([(m, h - m), (w - m, h - m)], fill="black")
     d.line([(m, m), (m, h - m)], fill="black")
     d.text((w // 2 - 90, h - m + 25), f"latency per batch of {result['batch']} (ms)", fill="black")
-    d.text((8, m - 30), "test accuracy", fill="black")
+    d.text((8, m - 30), "accuracy (test split)", fill="black")
     for frac in (0.0, 0.5, 1.0):
         d.text((m + frac * (w - 2 * m) - 10, h - m + 6), f"{x0 + frac * (x1 - x0):.1f}", fill="black")
         d.text((8, h - m - frac * (h - 2 * m) - 6), f"{y0 + frac * (y1 - y0):.3f}", fill="black")

@@ -128,7 +128,7 @@ def fit(
             opt.step()
             total += loss.item() * len(idx)
         acc = accuracy(model, x_valid, y_valid) if len(x_valid) else None
-        result.history.append({"epoch": epoch, "loss": total / n, "valid_accuracy": acc})
+        result.history.append({"epoch": epoch + 1, "loss": total / n, "valid_accuracy": acc})
         result.epochs_run = epoch + 1
         if on_epoch:
             on_epoch(epoch, total / n, acc)
