@@ -191,7 +191,9 @@ def main() -> int:
         ok_all &= ok
         print(f"{what:48} {v:>9.3f} {op + ' ' + format(target, 'g'):>10}  {'PASS' if ok else 'FAIL'}")
     o = r["overhead"]
-    print(f"  training: kiln {o['kiln_s']:.2f} s, plain loop {o['plain_s']:.2f} s ({o['epochs']} epochs, same model and data)")
+    print(
+        f"  training: kiln {o['kiln_s']:.2f} s, plain loop {o['plain_s']:.2f} s ({o['epochs']} epochs, same model and data)"
+    )
     print(
         f"  width 0.5: {r['batch256_w05_ms']:.2f} ms vs {r['batch256_w1_ms']:.2f} ms per batch of 256; "
         f"test accuracy {r['width05_test_accuracy']:.4f} vs {r['test_accuracy']:.4f}"
