@@ -107,8 +107,9 @@ def fit(
     torch.manual_seed(seed)
     opt = _optimizer(model, spec)
     loss_fn = nn.CrossEntropyLoss()
-    yt = torch.from_numpy(y)
     n = len(x)
+    aug = spec.augment
+    augmenting = bool(aug.shift or aug.flip or aug.brightness)
     bs = min(t.batch_size, n)
     best: tuple[float, int, dict[str, torch.Tensor]] | None = None
     result = FitResult(model, best_epoch=t.epochs - 1, epochs_run=0)
@@ -121,8 +122,10 @@ def fit(
         total = 0.0
         for start, stop in zip(bounds, bounds[1:]):
             idx = order[start:stop]
-            xb = augment(x[idx].astype(np.float32) / 255.0, rng, spec.augment)
-            loss = loss_fn(model(torch.from_numpy(xb)), yt[idx])
+            xb = np.divide(x[idx], 255.0, dtype=np.float32)  # (B, C, H, W) in [0, 1]
+            if augmenting:
+                xb = augment(xb, rng, aug)
+            loss = loss_fn(model(torch.from_numpy(xb)), torch.from_numpy(y[idx]))
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
@@ -151,7 +154,7 @@ def predict(model: Classifier, x: np.ndarray, batch: int = 512) -> tuple[np.ndar
     model.eval()
     probs, embs = [], []
     for start in range(0, len(x), batch):
-        xb = torch.from_numpy(x[start : start + batch].astype(np.float32) / 255.0)
+        xb = torch.from_numpy(np.divide(x[start : start + batch], 255.0, dtype=np.float32))
         emb = model.embed(xb)
         probs.append(torch.softmax(model.head(emb), dim=1).numpy())
         embs.append(emb.numpy())
@@ -160,9 +163,14 @@ def predict(model: Classifier, x: np.ndarray, batch: int = 512) -> tuple[np.ndar
     return np.concatenate(probs), np.concatenate(embs)
 
 
-def accuracy(model: Classifier, x: np.ndarray, y: np.ndarray) -> float:
-    probs, _ = predict(model, x)
-    return float((probs.argmax(1) == y).mean())
+@torch.no_grad()
+def accuracy(model: Classifier, x: np.ndarray, y: np.ndarray, batch: int = 512) -> float:
+    model.eval()
+    right = 0
+    for start in range(0, len(x), batch):
+        logits = model(torch.from_numpy(np.divide(x[start : start + batch], 255.0, dtype=np.float32)))
+        right += int((logits.argmax(1).numpy() == y[start : start + batch]).sum())
+    return right / len(x)
 
 
 class EpochBar:
