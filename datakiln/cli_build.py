@@ -26,13 +26,19 @@ def _spec_args(p: argparse.ArgumentParser) -> None:
         p.add_argument(f"--{name}", type=OVERRIDE_TYPES.get(name, int), help=f"override {key} of the spec")
 
 
-def _spec(a: argparse.Namespace) -> Any:
+def _base_spec(a: argparse.Namespace) -> Any:
+    """``--spec FILE``, else the repository's kiln.toml, else the defaults."""
     from .build.builder import default_spec
-    from .build.spec import SHORT_KEYS, load_spec
+    from .build.spec import load_spec
 
-    r = repo(a)
-    spec = load_spec(Path(a.C, a.spec)) if a.spec else default_spec(r)
+    return load_spec(Path(a.C, a.spec)) if a.spec else default_spec(repo(a))
+
+
+def _spec(a: argparse.Namespace) -> Any:
+    from .build.spec import SHORT_KEYS
+
     overrides = {name: getattr(a, name) for name in SHORT_KEYS if getattr(a, name) is not None}
+    spec = _base_spec(a)
     return spec.with_overrides(**overrides) if overrides else spec
 
 
@@ -263,8 +269,6 @@ def _sweep_args(p: argparse.ArgumentParser) -> None:
     _sweep_args,
 )
 def cmd_sweep(a: argparse.Namespace) -> None:
-    from .build.builder import default_spec
-    from .build.spec import load_spec
     from .build.sweep import plot, sweep
 
     try:
@@ -275,9 +279,7 @@ def cmd_sweep(a: argparse.Namespace) -> None:
         raise KilnError(f"--width {a.width!r}: give numbers separated by commas, e.g. 0.25,0.5,1,2")
     if not 1 <= a.batch <= 8192:
         raise KilnError(f"--batch {a.batch}: use a batch size from 1 to 8192")
-    r = repo(a)
-    spec = load_spec(Path(a.C, a.spec)) if a.spec else default_spec(r)
-    res = sweep(r, widths, rev=a.rev, spec=spec, batch=a.batch)
+    res = sweep(repo(a), widths, rev=a.rev, spec=_base_spec(a), batch=a.batch)
     res["plot"] = str(plot(res, Path(a.C, a.plot)))
     if a.json:
         out_json(res)
