@@ -1,14 +1,16 @@
-"""History: commit objects, walking ancestry, and resolving revisions to commit ids."""
+"""History: commit objects (writing and reading them), walking ancestry, and resolving revisions."""
 
 from __future__ import annotations
 
 import heapq
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from .errors import CorruptObject, RevisionNotFound
+from .errors import CorruptObject, ExampleNotFound, RevisionNotFound
 from .revs import MIN_PREFIX, ambiguous, not_found, split_rev, walk_steps
+from .table import Changes, SegmentCache, Table, delta_json, needs_snapshot, snapshot_json, state_header
 
 if TYPE_CHECKING:
     from .repo import Repo
@@ -50,6 +52,55 @@ def parse_commit(cid: str, obj: dict[str, Any]) -> Commit:
         generation=int(obj.get("generation", 0)),
         stats=dict(obj.get("stats", {})),
     )
+
+
+def write_commit(
+    repo: Repo, changes: Changes, parents: list[str], message: str, author: str, stats: dict[str, int] | None
+) -> str:
+    """Store the state ``changes`` make of the first parent's, and a commit naming it; return its id.
+
+    The state is a delta against the parent's unless the chain has grown long enough to need a
+    snapshot (docs/format.md). Refs are not touched: the caller moves them.
+    """
+    parent = repo.read_commit(parents[0]) if parents else None
+    state: dict[str, Any] | None = None
+    if parent is not None:
+        state = delta_json(parent.state, state_header(repo.store, parent.state), changes)
+    if stats is None or state is None or needs_snapshot(state):
+        table = repo.table_at(parent.id if parent else None)
+        check_applies(table, changes, repo.segments)
+        table.apply(changes, repo.segments)
+        stats = table.stats()
+        if state is None or needs_snapshot(state):
+            state = snapshot_json(table, repo.segments)
+    sid = repo.store.put_json(state)
+    gens = [repo.read_commit(p).generation for p in parents]
+    obj = {
+        "type": "commit",
+        "parents": parents,
+        "state": sid,
+        "author": author,
+        "time": int(time.time()),
+        "message": message,
+        "generation": max(gens, default=0) + 1,
+        "stats": stats,
+    }
+    return repo.store.put_json(obj)
+
+
+def check_applies(
+    table: Table, changes: Changes, segments: SegmentCache, *, hint: str = "run 'kiln reset' to drop them"
+) -> None:
+    """Raise if staged labels or removals name examples missing from ``table`` plus its adds."""
+    present = set(table.index)
+    for oid in changes.add:
+        present.update(segments.get(oid).ids)
+    missing = [e for e in [*changes.set, *changes.remove] if e not in present]
+    if missing:
+        raise ExampleNotFound(
+            f"{len(missing)} staged change(s) name examples that are not in the target commit "
+            f"(e.g. {missing[0][:12]}, removed by a commit since they were staged?); {hint}"
+        )
 
 
 def walk(repo: Repo, starts: list[str], n: int | None) -> Iterator[Commit]:

@@ -151,7 +151,7 @@ class Predictions:
 
 
 class Model:
-    """A loaded, verified package. ``predict`` takes file paths, PIL images or uint8 arrays."""
+    """A loaded, verified package. ``predict`` takes file paths, encoded bytes, PIL images or uint8 arrays."""
 
     def __init__(self, files: dict[str, bytes], source: str) -> None:
         import onnxruntime as ort

@@ -25,7 +25,6 @@ from . import history
 from . import merge as merging
 from .errors import (
     BadManifest,
-    ExampleNotFound,
     InputError,
     MergeInProgress,
     NothingToCommit,
@@ -48,12 +47,8 @@ from .table import (
     Changes,
     SegmentCache,
     Table,
-    delta_json,
     diff_tables,
     load_table,
-    needs_snapshot,
-    snapshot_json,
-    state_header,
 )
 
 KILN_DIR = ".kiln"
@@ -338,7 +333,11 @@ class Repo:
             if edits is not None:
                 if merge:
                     raise MergeInProgress("a merge is in progress; commit it (without edits) or 'kiln merge --abort'")
-                return self._commit_edits(edits, message, author, ref, head)
+                cid = history.write_commit(
+                    self, self._edits(edits, head, author), [head] if head else [], message, author, None
+                )
+                self._move_head(ref, cid, head)
+                return cid
             stage = self._stage()
             if merge:
                 open_ = [c["id"] for c in merge["conflicts"] if c["id"] not in merge["resolved"]]
@@ -350,7 +349,7 @@ class Repo:
             if merge:
                 parents.append(merge["theirs"])
             stats = stage.stats if stage.base == head else None
-            cid = self._write_commit(stage.changes, parents, message, author, stats)
+            cid = history.write_commit(self, stage.changes, parents, message, author, stats)
             stage.committing = {"commit": cid, "ref": ref or "HEAD"}
             stage.save(self._stage_path, self.tmp_dir)
             self._move_head(ref, cid, head)
@@ -358,11 +357,9 @@ class Repo:
             self._merge_path.unlink(missing_ok=True)
             return cid
 
-    def _commit_edits(
-        self, edits: Mapping[str, str | None], message: str, author: str, ref: str | None, head: str | None
-    ) -> str:
-        table = self.table_at(head)
-        index = IdIndex(table.ids)
+    def _edits(self, edits: Mapping[str, str | None], head: str | None, author: str) -> Changes:
+        """``commit(edits=...)``: label changes by id prefix, checked, as human edits by the author."""
+        index = IdIndex(self.table_at(head).ids)
         now = int(time.time())
         source = f"human:{author}"
         changes = Changes()
@@ -372,39 +369,7 @@ class Repo:
             changes.set[eid] = (lab, source if lab is not None else None, now)
         if changes.is_empty():
             raise NothingToCommit("no edits given; pass a mapping of example id to label")
-        cid = self._write_commit(changes, [head] if head else [], message, author, None)
-        self._move_head(ref, cid, head)
-        return cid
-
-    def _write_commit(
-        self, changes: Changes, parents: list[str], message: str, author: str, stats: dict[str, int] | None
-    ) -> str:
-        parent = self.read_commit(parents[0]) if parents else None
-        state: dict[str, Any] | None = None
-        table: Table | None = None
-        if parent is not None:
-            base_obj = state_header(self.store, parent.state)
-            state = delta_json(parent.state, base_obj, changes)
-        if stats is None or state is None or needs_snapshot(state):
-            table = self.table_at(parent.id if parent else None)
-            _check_applies(table, changes, self.segments)
-            table.apply(changes, self.segments)
-            stats = table.stats()
-            if state is None or needs_snapshot(state):
-                state = snapshot_json(table, self.segments)
-        sid = self.store.put_json(state)
-        gens = [self.read_commit(p).generation for p in parents]
-        obj = {
-            "type": "commit",
-            "parents": parents,
-            "state": sid,
-            "author": author,
-            "time": int(time.time()),
-            "message": message,
-            "generation": max(gens, default=0) + 1,
-            "stats": stats,
-        }
-        return self.store.put_json(obj)
+        return changes
 
     def _move_head(self, ref: str | None, new: str, expected: str | None) -> None:
         if ref is not None:
@@ -489,7 +454,7 @@ class Repo:
                 ref = ""
             stage = self._stage()
             if not stage.changes.is_empty():
-                _check_applies(
+                history.check_applies(
                     self.table_at(cid),
                     stage.changes,
                     self.segments,
@@ -638,21 +603,6 @@ class Repo:
         x = pixels(self.store, self.dir / "cache", ex, size, channels)
         idx = ex.where(split, labeled=labeled)
         return ExampleDataset(x[idx], ex.y[idx], [ex.ids[i] for i in idx], ex.classes)
-
-
-def _check_applies(
-    table: Table, changes: Changes, segments: SegmentCache, *, hint: str = "run 'kiln reset' to drop them"
-) -> None:
-    """Raise if staged labels or removals name examples missing from ``table`` plus its adds."""
-    present = set(table.index)
-    for oid in changes.add:
-        present.update(segments.get(oid).ids)
-    missing = [e for e in [*changes.set, *changes.remove] if e not in present]
-    if missing:
-        raise ExampleNotFound(
-            f"{len(missing)} staged change(s) name examples that are not in the target commit "
-            f"(e.g. {missing[0][:12]}, removed by a commit since they were staged?); {hint}"
-        )
 
 
 def _config_user(kdir: Path) -> str | None:
