@@ -1,0 +1,147 @@
+"""Choosing what to label next: query strategies over ``pred_probs`` and ``embeddings``.
+
+Every strategy takes the candidates' arrays (rows the user has not labeled, and has not already
+queued) and returns candidate row indices in the order to label them.
+
+- ``least-confidence``, ``margin``, ``entropy``: uncertainty alone. Cheap, but a batch of the most
+  uncertain examples is often a batch of near-duplicates.
+- ``coreset``: k-center greedy over embeddings: each pick is the candidate farthest from
+  everything labeled or picked. Diversity alone; also the cold start.
+- ``badge``: k-means++ seeding over gradient embeddings ``(onehot(pred) - p) x embedding``
+  (Ash et al., 2020): uncertain and diverse at once.
+- ``auto`` (the default): cold start (no labels yet) is ``coreset``; otherwise the ``pool`` most
+  uncertain candidates by margin, then k-center greedy among them, so a batch is uncertain and
+  spread out.
+- ``random``: the baseline.
+
+Uncertainty scores are in [0, 1], **higher means pick sooner**.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from ..errors import InputError
+
+STRATEGIES = ("auto", "margin", "entropy", "least-confidence", "badge", "coreset", "random")
+POOL_PER_PICK = 10  # auto: uncertain candidates considered per pick; enough to spread, few enough to stay uncertain
+REFERENCE_MAX = 4096  # labeled rows a diversity pick measures distance to (a sample beyond this)
+
+
+def least_confidence(pred_probs: np.ndarray) -> np.ndarray:
+    return np.asarray(1.0 - pred_probs.max(axis=1))
+
+
+def margin(pred_probs: np.ndarray) -> np.ndarray:
+    """1 - (p_top1 - p_top2): 1 when the two best classes tie."""
+    if pred_probs.shape[1] < 2:
+        return np.zeros(len(pred_probs))
+    top2 = np.partition(pred_probs, -2, axis=1)[:, -2:]
+    return 1.0 - (top2[:, 1] - top2[:, 0])
+
+
+def entropy(pred_probs: np.ndarray) -> np.ndarray:
+    """Shannon entropy divided by log K, in [0, 1]."""
+    p = np.clip(pred_probs, 1e-12, 1.0)
+    return np.asarray(-(p * np.log(p)).sum(axis=1) / np.log(max(pred_probs.shape[1], 2)))
+
+
+UNCERTAINTY = {"least-confidence": least_confidence, "margin": margin, "entropy": entropy}
+
+
+def k_center(emb: np.ndarray, n: int, reference: np.ndarray | None = None, seed: int = 0) -> np.ndarray:
+    """Greedy k-center: ``n`` row indices of ``emb``, each farthest from the reference and earlier picks.
+
+    O(n * len(emb) * D) time and O(len(emb)) extra memory: distances are updated, never stored N x N.
+    """
+    n = min(n, len(emb))
+    if n == 0:
+        return np.zeros(0, dtype=np.int64)
+    emb = emb.astype(np.float32, copy=False)
+    sq = (emb * emb).sum(axis=1)
+    if reference is not None and len(reference):
+        dist = np.full(len(emb), np.inf, dtype=np.float32)
+        for start in range(0, len(reference), 1024):
+            ref = reference[start : start + 1024].astype(np.float32)
+            d = sq[:, None] - 2 * emb @ ref.T + (ref * ref).sum(axis=1)[None, :]
+            np.minimum(dist, d.min(axis=1), out=dist)
+        first = int(dist.argmax())
+    else:
+        first = int(np.random.default_rng(seed).integers(len(emb)))
+        dist = np.full(len(emb), np.inf, dtype=np.float32)
+    picks = [first]
+    for _ in range(n - 1):
+        c = emb[picks[-1]]
+        np.minimum(dist, sq - 2 * emb @ c + c @ c, out=dist)
+        dist[picks] = -np.inf
+        picks.append(int(dist.argmax()))
+    return np.array(picks, dtype=np.int64)
+
+
+def badge(pred_probs: np.ndarray, emb: np.ndarray, n: int, seed: int = 0) -> np.ndarray:
+    """k-means++ seeding over gradient embeddings; the gradient is never materialised as N x (K*D):
+    ||g_a - g_b||^2 = ||r_a||^2 ||e_a||^2 + ||r_b||^2 ||e_b||^2 - 2 (r_a . r_b)(e_a . e_b)."""
+    n = min(n, len(emb))
+    if n == 0:
+        return np.zeros(0, dtype=np.int64)
+    rng = np.random.default_rng(seed)
+    r = -pred_probs.astype(np.float32)
+    r[np.arange(len(r)), pred_probs.argmax(axis=1)] += 1.0  # onehot(pred) - p
+    e = emb.astype(np.float32)
+    norm = (r * r).sum(1) * (e * e).sum(1)
+    first = int(norm.argmax())
+    picks = [first]
+    dist = np.full(len(e), np.inf, dtype=np.float32)
+    for _ in range(n - 1):
+        c = picks[-1]
+        d = norm + norm[c] - 2 * (r @ r[c]) * (e @ e[c])
+        np.minimum(dist, np.maximum(d, 0), out=dist)
+        dist[picks] = 0
+        total = float(dist.sum())
+        nxt = int(rng.choice(len(e), p=dist / total)) if total > 0 else int(rng.integers(len(e)))
+        picks.append(nxt)
+    return np.array(picks, dtype=np.int64)
+
+
+def query(
+    pred_probs: np.ndarray | None,
+    embeddings: np.ndarray,
+    n: int,
+    *,
+    strategy: str = "auto",
+    labeled_embeddings: np.ndarray | None = None,
+    seed: int = 0,
+) -> np.ndarray:
+    """Up to ``n`` candidate row indices, in labelling order.
+
+    ``pred_probs`` (M, K) and ``embeddings`` (M, D) describe the candidates; ``labeled_embeddings``
+    the examples already labeled (empty or None: a cold start). ``pred_probs`` may be None when no
+    model exists yet; then every strategy but ``random`` falls back to ``coreset``.
+    """
+    if strategy not in STRATEGIES:
+        raise InputError(f"unknown strategy {strategy!r}; use one of {', '.join(STRATEGIES)}")
+    m = len(embeddings)
+    n = min(n, m)
+    rng = np.random.default_rng(seed)
+    ref = _reference(labeled_embeddings, rng)
+    cold = ref is None or pred_probs is None
+    if strategy == "random":
+        return rng.permutation(m)[:n]
+    if strategy == "coreset" or cold:
+        return k_center(embeddings, n, ref, seed)
+    assert pred_probs is not None
+    if strategy in UNCERTAINTY:
+        score = UNCERTAINTY[strategy](pred_probs)
+        return np.argsort(-score, kind="stable")[:n]
+    if strategy == "badge":
+        return badge(pred_probs, embeddings, n, seed)
+    pool = np.argsort(-margin(pred_probs), kind="stable")[: max(n * POOL_PER_PICK, n)]
+    return np.asarray(pool[k_center(embeddings[pool], n, ref, seed)])
+
+
+def _reference(labeled: np.ndarray | None, rng: np.random.Generator) -> np.ndarray | None:
+    if labeled is None or len(labeled) == 0:
+        return None
+    if len(labeled) > REFERENCE_MAX:
+        return labeled[rng.choice(len(labeled), REFERENCE_MAX, replace=False)]
+    return labeled
