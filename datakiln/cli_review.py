@@ -1,0 +1,159 @@
+"""``kiln issues``, ``outliers``, ``slices``, ``seed``, ``queue``, ``accept``: thin, over ``datakiln.review``."""
+
+from __future__ import annotations
+
+import argparse
+
+from .cli import command, out_json, repo
+
+
+def _build_json(p: argparse.ArgumentParser) -> None:
+    p.add_argument("build", nargs="?", help="build id or prefix (default: the newest build)")
+    p.add_argument("--json", action="store_true", help="print JSON")
+
+
+def _issues_args(p: argparse.ArgumentParser) -> None:
+    _build_json(p)
+    p.add_argument("-n", "--top", type=int, default=20, help="rows to print (default: 20; --json prints all)")
+
+
+@command(
+    "issues",
+    "suspected label errors, most suspect first (confident learning on out-of-sample predictions)",
+    "kiln issues\n  kiln issues --json",
+    _issues_args,
+)
+def cmd_issues(a: argparse.Namespace) -> None:
+    from .review import label_issues
+
+    rows = label_issues(repo(a), a.build)
+    if a.json:
+        out_json([{k: r[k] for k in ("id", "given", "suggested", "score", "rank")} for r in rows])
+        return
+    print(f"{len(rows)} suspected label error(s); score = the model's probability for the given label")
+    print(f"{'rank':>4}  {'id':<12}  {'given':<14} {'suggested':<14} {'score':>6}")
+    for r in rows[: a.top]:
+        print(f"{r['rank']:>4}  {r['id'][:12]}  {r['given']:<14} {r['suggested']:<14} {r['score']:>6.3f}")
+    if len(rows) > a.top:
+        print(f"... and {len(rows) - a.top} more (-n N, or --json)")
+    if rows:
+        print("accept a suggestion with 'kiln accept ID', or set the label with 'kiln label ID LABEL'; then commit")
+
+
+@command(
+    "outliers",
+    "examples unlike their class, and exact and near-duplicate images",
+    "kiln outliers --json",
+    _build_json,
+)
+def cmd_outliers(a: argparse.Namespace) -> None:
+    from .review import find_outliers
+
+    res = find_outliers(repo(a), a.build)
+    if a.json:
+        out_json(res)
+        return
+    print(f"{len(res['outliers'])} outlier(s) (distance to the class centre over the class's median; >2 is unusual):")
+    for o in res["outliers"]:
+        print(f"  {o['id'][:12]}  label {o['label']!r:<12} score {o['score']:.2f}")
+    print(f"{len(res['exact_duplicates'])} group(s) of identical images:")
+    for g in res["exact_duplicates"][:20]:
+        print("  " + " ".join(e[:12] for e in g))
+    print(f"{len(res['near_duplicates'])} near-duplicate pair(s) (pixel correlation >= 0.98):")
+    for d in res["near_duplicates"][:20]:
+        print(f"  {d['a'][:12]} ~ {d['b'][:12]}  {d['similarity']:.3f}")
+
+
+@command(
+    "slices",
+    "metadata and class slices that do significantly worse than the rest",
+    "kiln slices --json",
+    _build_json,
+)
+def cmd_slices(a: argparse.Namespace) -> None:
+    from .review import weak_slices
+
+    rows = weak_slices(repo(a), a.build)
+    if a.json:
+        out_json(rows)
+        return
+    if not rows:
+        print("no slice is significantly less accurate than the rest (one-sided test, Bonferroni, alpha 0.05)")
+        return
+    print(f"{'slice':<28} {'n':>6} {'accuracy':>9} {'95% interval':>16} {'rest':>6}")
+    for s in rows:
+        print(
+            f"{s['slice']:<28} {s['n']:>6} {s['accuracy']:>9.3f}   [{s['low']:.3f}, {s['high']:.3f}] "
+            f"{s['rest_accuracy']:>6.3f}"
+        )
+
+
+def _seed_args(p: argparse.ArgumentParser) -> None:
+    _build_json(p)
+    p.add_argument("--min-confidence", type=float, default=0.9, help="least model confidence to seed (default: 0.9)")
+
+
+@command(
+    "seed",
+    "pre-label unlabeled examples with a build's predictions (source model:BUILD)",
+    "kiln seed --min-confidence 0.9",
+    _seed_args,
+)
+def cmd_seed(a: argparse.Namespace) -> None:
+    from .review import seed
+
+    rows = seed(repo(a), a.build, min_confidence=a.min_confidence)
+    if a.json:
+        out_json(rows)
+        return
+    print(
+        f"seeded {len(rows)} label(s) (staged, source model:...); 'kiln accept ID' confirms one, 'kiln commit' records"
+    )
+
+
+def _queue_args(p: argparse.ArgumentParser) -> None:
+    _build_json(p)
+    p.add_argument("--n", type=int, default=50, help="examples to add to the queue (default: 50)")
+    from .insight.active import STRATEGIES
+
+    p.add_argument("--strategy", choices=STRATEGIES, default="auto", help="how to choose (default: auto)")
+    p.add_argument("--clear", action="store_true", help="empty the queue first")
+
+
+@command(
+    "queue",
+    "choose the next examples to label (uncertain and diverse); adds them to the labelling queue",
+    "kiln queue --n 50\n  kiln queue --strategy margin --json",
+    _queue_args,
+)
+def cmd_queue(a: argparse.Namespace) -> None:
+    from .review import clear_queue, queue
+
+    r = repo(a)
+    if a.clear:
+        clear_queue(r)
+    rows = queue(r, a.build, n=a.n, strategy=a.strategy)
+    if a.json:
+        out_json(rows)
+        return
+    print(f"{len(rows)} example(s) to label next ({a.strategy}); score = uncertainty, 1 is a coin toss:")
+    for x in rows:
+        print(f"  {x['id'][:12]}  {x['score']:.3f}")
+
+
+def _accept_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("ids", nargs="+", help="example ids (or unique prefixes)")
+    p.add_argument("--build", help="build whose suggestions to accept (default: the newest)")
+
+
+@command(
+    "accept",
+    "accept suggestions: confirm seeded labels, take the suggested label of suspected errors",
+    "kiln accept 3f2a9c 77b1e0",
+    _accept_args,
+)
+def cmd_accept(a: argparse.Namespace) -> None:
+    from .review import accept
+
+    for x in accept(repo(a), a.ids, a.build):
+        print(f"{x['id'][:12]} -> {x['label']} (staged)")
