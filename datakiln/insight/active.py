@@ -25,7 +25,10 @@ from ..errors import InputError
 
 STRATEGIES = ("auto", "margin", "entropy", "least-confidence", "badge", "coreset", "random")
 POOL_PER_PICK = 10  # auto: uncertain candidates considered per pick; enough to spread, few enough to stay uncertain
-REFERENCE_MAX = 4096  # labeled rows a diversity pick measures distance to (a sample beyond this)
+REFERENCE_MAX = 1024  # labeled rows a diversity pick measures distance to (a sample beyond this)
+# coreset and badge look at a random sample of this many candidates: k-center over 1,000,000 rows
+# costs seconds per pick, and a 50,000 sample covers the space as well for a batch of 50.
+CANDIDATES_MAX = 50_000
 
 
 def least_confidence(pred_probs: np.ndarray) -> np.ndarray:
@@ -127,14 +130,15 @@ def query(
     cold = ref is None or pred_probs is None
     if strategy == "random":
         return rng.permutation(m)[:n]
+    sample = rng.permutation(m)[:CANDIDATES_MAX] if m > CANDIDATES_MAX else np.arange(m)
     if strategy == "coreset" or cold:
-        return k_center(embeddings, n, ref, seed)
+        return np.asarray(sample[k_center(embeddings[sample], n, ref, seed)])
     assert pred_probs is not None
     if strategy in UNCERTAINTY:
         score = UNCERTAINTY[strategy](pred_probs)
         return np.argsort(-score, kind="stable")[:n]
     if strategy == "badge":
-        return badge(pred_probs, embeddings, n, seed)
+        return np.asarray(sample[badge(pred_probs[sample], embeddings[sample], n, seed)])
     pool = np.argsort(-margin(pred_probs), kind="stable")[: max(n * POOL_PER_PICK, n)]
     return np.asarray(pool[k_center(embeddings[pool], n, ref, seed)])
 

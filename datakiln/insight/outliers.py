@@ -4,9 +4,9 @@
 by the class's median distance: **higher is more unusual**; around 1 is typical, above ~2 is worth
 a look. O(N * D) time, no N x N matrix.
 
-``near_duplicates``: pairs with cosine similarity at or above a threshold, found with random
-hyperplane hashing (several tables of 16-bit signatures) and exact checks inside each bucket, so
-N = 1,000,000 needs no N x N comparison. Exact duplicates (same bytes) are found by blob id.
+``near_duplicates``: pairs with cosine similarity at or above a threshold, found by sorting on
+random-hyperplane signatures and comparing neighbours in that order, so N = 1,000,000 needs no
+N x N comparison (it is approximate: a pair can be missed). Exact duplicates are found by blob id.
 """
 
 from __future__ import annotations
@@ -15,14 +15,17 @@ from collections import defaultdict
 
 import numpy as np
 
-TABLES = 6  # hash tables: a near-duplicate pair (cosine >= 0.97) shares a bucket in at least one with high probability
-BITS = 12
-BUCKET_MAX = 512  # a bucket bigger than this is checked against a sample (near-constant embeddings)
+TABLES = 4  # independent signatures: a pair split by one is very likely adjacent in another
+BITS = 24  # long enough that unrelated rows rarely share a signature, so neighbours in order are candidates
+WINDOW = 4  # neighbours compared after sorting by signature
+CHUNK = 65_536  # rows gathered at a time: memory stays small at N = 1,000,000
 
 
 def normalize(emb: np.ndarray) -> np.ndarray:
-    emb = emb.astype(np.float32, copy=False)
-    return np.asarray(emb / np.maximum(np.linalg.norm(emb, axis=1, keepdims=True), 1e-12))
+    """Rows scaled to unit length (a float32 copy; no other N x D temporary)."""
+    out = np.array(emb, dtype=np.float32)
+    out /= np.maximum(np.sqrt(np.einsum("ij,ij->i", out, out)), 1e-12)[:, None]
+    return out
 
 
 def outlier_scores(embeddings: np.ndarray, groups: np.ndarray) -> np.ndarray:
@@ -45,24 +48,30 @@ def exact_duplicates(blobs: list[str]) -> list[list[int]]:
 
 
 def near_duplicates(embeddings: np.ndarray, threshold: float = 0.98, seed: int = 0) -> list[tuple[int, int, float]]:
-    """Pairs ``(i, j, cosine)`` with i < j and cosine >= ``threshold``, most similar first."""
+    """Pairs ``(i, j, cosine)`` with i < j and cosine >= ``threshold``, most similar first.
+
+    Each table sorts the rows by a random-hyperplane signature and compares every row with the
+    ``WINDOW`` rows after it: near-duplicates share most signature bits, so they sort close. Fully
+    vectorised: O(TABLES * WINDOW * N * D), no Python loop over rows or buckets.
+    """
     e = normalize(embeddings)
+    n = len(e)
     rng = np.random.default_rng(seed)
     found: dict[tuple[int, int], float] = {}
-    weights = 1 << np.arange(BITS)
     for _ in range(TABLES):
         planes = rng.standard_normal((e.shape[1], BITS)).astype(np.float32)
-        keys = ((e @ planes) > 0).astype(np.int64) @ weights
-        order = np.argsort(keys, kind="stable")
-        bounds = np.flatnonzero(np.diff(keys[order])) + 1
-        for rows in np.split(order, bounds):
-            if len(rows) < 2:
-                continue
-            if len(rows) > BUCKET_MAX:
-                rows = np.sort(rng.choice(rows, BUCKET_MAX, replace=False))
-            sims = e[rows] @ e[rows].T
-            a, b = np.nonzero(np.triu(sims >= threshold, k=1))
-            for x, y in zip(a, b):
-                i, j = int(min(rows[x], rows[y])), int(max(rows[x], rows[y]))
-                found[(i, j)] = float(sims[x, y])
+        above = (e @ planes) > 0  # (N, BITS) bool
+        key = np.zeros(n, dtype=np.int64)
+        for b in range(BITS):  # one int64 per row, not an (N, BITS) int64 matrix
+            key |= above[:, b].astype(np.int64) << b
+        order = np.argsort(key, kind="stable")
+        for start in range(0, n - 1, CHUNK):
+            idx = order[start : start + CHUNK + WINDOW]  # a chunk plus the rows its last rows are compared with
+            block = e[idx]
+            for w in range(1, min(WINDOW, len(idx) - 1) + 1):
+                m = min(CHUNK, len(idx) - w)
+                sims = np.einsum("ij,ij->i", block[:m], block[w : w + m])
+                for k in np.flatnonzero(sims >= threshold):
+                    a, b = int(idx[k]), int(idx[k + w])
+                    found[(min(a, b), max(a, b))] = float(sims[k])
     return sorted(((i, j, s) for (i, j), s in found.items()), key=lambda t: -t[2])
