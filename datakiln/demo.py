@@ -1,5 +1,6 @@
 """``kiln demo``: the newcomer's tour, run as the real commands it prints: import the digits
-sample, relabel, commit, diff, build a model and print its report.
+sample, relabel on a branch, commit, diff, then build a model of main, print its report and the
+sample's suspected label errors.
 
 Each step is printed as the ``kiln`` command a user would type, then run through the same CLI
 entry point, so the demo can never show something the commands do not do.
@@ -27,14 +28,19 @@ def steps(path: str, ids: dict[str, str] | None) -> list[list[str]]:
             ["commit", "-m", "import the digits sample"],
         ]
     label_steps = [["label", ids[name][:8], label] for name, label in RELABEL]
+    # The relabelling happens on a branch, so main keeps the sample unchanged: the label errors
+    # 'kiln issues' shows at the end are the sample's own, not ones the demo planted.
     return [
+        ["checkout", "-b", "relabel"],
         *label_steps,
         ["diff"],
         ["commit", "-m", "relabel two ambiguous digits"],
         ["log"],
         ["diff", "HEAD~1", "HEAD"],
+        ["checkout", "main"],
         ["build"],
         ["report"],
+        ["issues", "-n", "5"],
     ]
 
 
@@ -56,7 +62,7 @@ def run(path: str, main: Callable[[Sequence[str]], int]) -> int:
                 return code
     print(
         f"\nYour dataset repository is in {path}/ and its first model in {path}/.kiln/builds/. Try:\n"
-        f"  cd {path} && kiln build --width 0.5 && kiln builds && kiln sweep --width 0.25,0.5,1",
+        f"  cd {path} && kiln outliers && kiln slices && kiln build --width 0.5 && kiln builds",
         flush=True,
     )
     return 0

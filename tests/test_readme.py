@@ -45,10 +45,11 @@ def test_readme_main_command_on_a_fresh_copy(tmp_path: Path) -> None:
     assert "$ kiln commit -m 'relabel two ambiguous digits'" in proc.stdout
     assert "0 added, 0 removed, 2 relabeled" in proc.stdout
     assert "$ kiln build" in proc.stdout and "confusion matrix" in proc.stdout
+    assert "suspected label error(s)" in proc.stdout.split("$ kiln issues")[-1]
     test_acc = float(re.search(r"test (\d\.\d+) \(n=", proc.stdout).group(1))  # type: ignore[union-attr]
     assert test_acc >= 0.95, proc.stdout[-3000:]
     log = subprocess.run(
-        [str(src / ".venv" / "bin" / "kiln"), "log", "--json"],
+        [str(src / ".venv" / "bin" / "kiln"), "log", "relabel", "--json"],
         cwd=src / "kiln-demo",
         capture_output=True,
         text=True,

@@ -26,7 +26,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from .. import metrics
+from .. import interrupt, metrics
 from ..package import MANIFEST, write_package
 from ..progress import progress_enabled
 from .data import Examples, check_buildable, folds_of, gather, normalization, pixels, resolve_input
@@ -88,7 +88,8 @@ def build(
     tmp = repo.tmp_dir / f"build-{bid}.{os.getpid()}.{time.monotonic_ns()}"
     tmp.mkdir(parents=True)
     try:
-        _compile(repo, cid, commit.state, bid, spec, ex, tmp, progress_enabled() if progress is None else progress)
+        with interrupt.deferred():
+            _compile(repo, cid, commit.state, bid, spec, ex, tmp, progress_enabled() if progress is None else progress)
         _publish(tmp, final)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)

@@ -14,6 +14,7 @@ from pathlib import Path
 
 import numpy as np
 
+from .. import interrupt
 from ..errors import NotBuildable
 from ..pixels import decode
 from ..progress import Progress
@@ -133,6 +134,8 @@ def pixels(store: ObjectStore, cache_dir: Path, ex: Examples, size: list[int], c
     out = np.empty(shape, dtype=np.uint8)
     with Progress(len(ex), "decode") as bar:
         for i, blob in enumerate(ex.blobs):
+            if i % 256 == 0:
+                interrupt.check()
             out[i] = decode(store.get(blob), size, channels, ex.names[i])
             bar.update()
     cache_dir.mkdir(parents=True, exist_ok=True)

@@ -18,6 +18,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from .. import interrupt
 from .models import Classifier
 from .spec import AugmentSpec, Spec
 
@@ -121,6 +122,7 @@ def fit(
         bounds = batch_bounds(n, bs)
         total = 0.0
         for start, stop in zip(bounds, bounds[1:]):
+            interrupt.check()
             idx = order[start:stop]
             xb = np.divide(x[idx], 255.0, dtype=np.float32)  # (B, C, H, W) in [0, 1]
             if augmenting:
