@@ -9,9 +9,10 @@ queued) and returns candidate row indices in the order to label them.
   everything labeled or picked. Diversity alone; also the cold start.
 - ``badge``: k-means++ seeding over gradient embeddings ``(onehot(pred) - p) x embedding``
   (Ash et al., 2020): uncertain and diverse at once.
-- ``auto`` (the default): cold start (no labels yet) is ``coreset``; otherwise the ``pool`` most
-  uncertain candidates by margin, then k-center greedy among them, so a batch is uncertain and
-  spread out.
+- ``auto`` (the default): cold start (no labels yet) is ``coreset``; otherwise the ``10 n`` most
+  uncertain candidates by margin, clustered by uncertainty-weighted k-means into ``n`` clusters,
+  and from each the candidate nearest its centre (Zhdanov, "Diverse mini-batch active learning",
+  2019): uncertain, spread out, and typical rather than the outliers k-center favours.
 - ``random``: the baseline.
 
 Uncertainty scores are in [0, 1], **higher means pick sooner**.
@@ -24,7 +25,7 @@ import numpy as np
 from ..errors import InputError
 
 STRATEGIES = ("auto", "margin", "entropy", "least-confidence", "badge", "coreset", "random")
-POOL_PER_PICK = 10  # auto: uncertain candidates considered per pick; enough to spread, few enough to stay uncertain
+POOL_PER_PICK = 10  # auto: uncertain candidates per pick (the paper's beta); enough to spread, few enough to stay uncertain
 REFERENCE_MAX = 1024  # labeled rows a diversity pick measures distance to (a sample beyond this)
 # coreset and badge look at a random sample of this many candidates: k-center over 1,000,000 rows
 # costs seconds per pick, and a 50,000 sample covers the space as well for a batch of 50.
@@ -78,6 +79,46 @@ def k_center(emb: np.ndarray, n: int, reference: np.ndarray | None = None, seed:
         np.minimum(dist, sq - 2 * emb @ c + c @ c, out=dist)
         dist[picks] = -np.inf
         picks.append(int(dist.argmax()))
+    return np.array(picks, dtype=np.int64)
+
+
+def _sq_dist(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """(len(a), len(b)) squared Euclidean distances, through one matrix product."""
+    d = (a * a).sum(axis=1)[:, None] - 2 * a @ b.T + (b * b).sum(axis=1)[None, :]
+    return np.asarray(np.maximum(d, 0.0))
+
+
+def cluster_picks(emb: np.ndarray, weights: np.ndarray, n: int, seed: int = 0, iters: int = 10) -> np.ndarray:
+    """``n`` rows: weighted k-means (k-means++ start, ``iters`` Lloyd steps), then per cluster the
+    row nearest its centre. Meant for a pool of hundreds to a few thousand rows."""
+    n = min(n, len(emb))
+    if n == 0:
+        return np.zeros(0, dtype=np.int64)
+    rng = np.random.default_rng(seed)
+    e = emb.astype(np.float64)
+    w = weights / weights.sum()
+    centers = [int(rng.choice(len(e), p=w))]
+    d2 = _sq_dist(e, e[centers])[:, 0]
+    for _ in range(n - 1):
+        p = d2 * w
+        centers.append(int(rng.choice(len(e), p=p / p.sum())) if p.sum() > 0 else int(rng.integers(len(e))))
+        d2 = np.minimum(d2, _sq_dist(e, e[centers[-1:]])[:, 0])
+    c = e[centers]
+    for _ in range(iters):
+        assign = _sq_dist(e, c).argmin(axis=1)
+        for k in range(n):
+            members = assign == k
+            if members.any():
+                c[k] = (e[members] * w[members, None]).sum(axis=0) / w[members].sum()
+    dist = _sq_dist(e, c)
+    picks: list[int] = []
+    taken = np.zeros(len(e), dtype=bool)
+    for k in range(n):
+        for row in np.argsort(dist[:, k], kind="stable"):
+            if not taken[row]:
+                picks.append(int(row))
+                taken[row] = True
+                break
     return np.array(picks, dtype=np.int64)
 
 
@@ -139,8 +180,9 @@ def query(
         return np.argsort(-score, kind="stable")[:n]
     if strategy == "badge":
         return np.asarray(sample[badge(pred_probs[sample], embeddings[sample], n, seed)])
-    pool = np.argsort(-margin(pred_probs), kind="stable")[: max(n * POOL_PER_PICK, n)]
-    return np.asarray(pool[k_center(embeddings[pool], n, ref, seed)])
+    u = margin(pred_probs)
+    pool = np.argsort(-u, kind="stable")[: max(n * POOL_PER_PICK, n)]
+    return np.asarray(pool[cluster_picks(embeddings[pool], u[pool] + 1e-6, n, seed)])
 
 
 def _reference(labeled: np.ndarray | None, rng: np.random.Generator) -> np.ndarray | None:
