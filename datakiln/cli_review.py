@@ -3,8 +3,24 @@
 from __future__ import annotations
 
 import argparse
+import sys
 
-from .cli import command, out_json, repo
+from .cli import command, out_json, repo, short
+from .repo import Repo
+
+
+def _note_stale(r: Repo, build: str | None) -> None:
+    """Say so when the build predates HEAD: examples added since have no predictions."""
+    if not r.builds():
+        return
+    b = r.find_build(build)
+    head = r.head()[1]
+    if b.record["lineage"]["commit"] != head:
+        print(
+            f"kiln: note: build {b.id[:12]} is of commit {short(b.record['lineage']['commit'])}, HEAD is {short(head)}; "
+            "examples added since are not judged ('kiln build' updates it)",
+            file=sys.stderr,
+        )
 
 
 def _build_json(p: argparse.ArgumentParser) -> None:
@@ -26,14 +42,16 @@ def _issues_args(p: argparse.ArgumentParser) -> None:
 def cmd_issues(a: argparse.Namespace) -> None:
     from .review import label_issues
 
-    rows = label_issues(repo(a), a.build)
+    r = repo(a)
+    _note_stale(r, a.build)
+    rows = label_issues(r, a.build)
     if a.json:
-        out_json([{k: r[k] for k in ("id", "given", "suggested", "score", "rank")} for r in rows])
+        out_json([{k: x[k] for k in ("id", "given", "suggested", "score", "rank")} for x in rows])
         return
     print(f"{len(rows)} suspected label error(s); score = the model's probability for the given label")
     print(f"{'rank':>4}  {'id':<12}  {'given':<14} {'suggested':<14} {'score':>6}")
-    for r in rows[: a.top]:
-        print(f"{r['rank']:>4}  {r['id'][:12]}  {r['given']:<14} {r['suggested']:<14} {r['score']:>6.3f}")
+    for x in rows[: a.top]:
+        print(f"{x['rank']:>4}  {x['id'][:12]}  {x['given']:<14} {x['suggested']:<14} {x['score']:>6.3f}")
     if len(rows) > a.top:
         print(f"... and {len(rows) - a.top} more (-n N, or --json)")
     if rows:
@@ -49,7 +67,9 @@ def cmd_issues(a: argparse.Namespace) -> None:
 def cmd_outliers(a: argparse.Namespace) -> None:
     from .review import find_outliers
 
-    res = find_outliers(repo(a), a.build)
+    r = repo(a)
+    _note_stale(r, a.build)
+    res = find_outliers(r, a.build)
     if a.json:
         out_json(res)
         return
@@ -73,7 +93,9 @@ def cmd_outliers(a: argparse.Namespace) -> None:
 def cmd_slices(a: argparse.Namespace) -> None:
     from .review import weak_slices
 
-    rows = weak_slices(repo(a), a.build)
+    r = repo(a)
+    _note_stale(r, a.build)
+    rows = weak_slices(r, a.build)
     if a.json:
         out_json(rows)
         return
@@ -102,7 +124,9 @@ def _seed_args(p: argparse.ArgumentParser) -> None:
 def cmd_seed(a: argparse.Namespace) -> None:
     from .review import seed
 
-    rows = seed(repo(a), a.build, min_confidence=a.min_confidence)
+    r = repo(a)
+    _note_stale(r, a.build)
+    rows = seed(r, a.build, min_confidence=a.min_confidence)
     if a.json:
         out_json(rows)
         return
@@ -130,6 +154,7 @@ def cmd_queue(a: argparse.Namespace) -> None:
     from .review import clear_queue, queue
 
     r = repo(a)
+    _note_stale(r, a.build)
     if a.clear:
         clear_queue(r)
     rows = queue(r, a.build, n=a.n, strategy=a.strategy)

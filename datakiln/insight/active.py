@@ -25,7 +25,9 @@ import numpy as np
 from ..errors import InputError
 
 STRATEGIES = ("auto", "margin", "entropy", "least-confidence", "badge", "coreset", "random")
-POOL_PER_PICK = 10  # auto: uncertain candidates per pick (the paper's beta); enough to spread, few enough to stay uncertain
+POOL_PER_PICK = (
+    10  # auto: uncertain candidates per pick (the paper's beta); enough to spread, few enough to stay uncertain
+)
 REFERENCE_MAX = 1024  # labeled rows a diversity pick measures distance to (a sample beyond this)
 # coreset and badge look at a random sample of this many candidates: k-center over 1,000,000 rows
 # costs seconds per pick, and a 50,000 sample covers the space as well for a batch of 50.
