@@ -6,6 +6,7 @@ import argparse
 import sys
 
 from .cli import command, out_json, repo, short
+from .errors import KilnError
 from .repo import Repo
 
 
@@ -42,6 +43,8 @@ def _issues_args(p: argparse.ArgumentParser) -> None:
 def cmd_issues(a: argparse.Namespace) -> None:
     from .review import label_issues
 
+    if a.top < 1:
+        raise KilnError(f"-n {a.top}: show at least one row")
     r = repo(a)
     _note_stale(r, a.build)
     rows = label_issues(r, a.build)
@@ -58,30 +61,45 @@ def cmd_issues(a: argparse.Namespace) -> None:
         print("accept a suggestion with 'kiln accept ID', or set the label with 'kiln label ID LABEL'; then commit")
 
 
+def _outliers_args(p: argparse.ArgumentParser) -> None:
+    _build_json(p)
+    p.add_argument("-n", "--top", type=int, default=20, help="outliers and near-duplicate pairs to list (default: 20)")
+
+
 @command(
     "outliers",
     "examples unlike their class, and exact and near-duplicate images",
     "kiln outliers --json",
-    _build_json,
+    _outliers_args,
 )
 def cmd_outliers(a: argparse.Namespace) -> None:
     from .review import find_outliers
 
     r = repo(a)
     _note_stale(r, a.build)
-    res = find_outliers(r, a.build)
+    if a.top < 1:
+        raise KilnError(f"-n {a.top}: show at least one row")
+    res = find_outliers(r, a.build, top=a.top)
     if a.json:
         out_json(res)
         return
-    print(f"{len(res['outliers'])} outlier(s) (distance to the class centre over the class's median; >2 is unusual):")
+    shown = len(res["outliers"])
+    print(
+        f"{res['outliers_total']} outlier(s) (distance to the class centre over the class's median, above 2)"
+        + (f"; the {shown} most unusual:" if shown < res["outliers_total"] else ":")
+    )
     for o in res["outliers"]:
         print(f"  {o['id'][:12]}  label {o['label']!r:<12} score {o['score']:.2f}")
     print(f"{len(res['exact_duplicates'])} group(s) of identical images:")
-    for g in res["exact_duplicates"][:20]:
-        print("  " + " ".join(e[:12] for e in g))
-    print(f"{len(res['near_duplicates'])} near-duplicate pair(s) (pixel correlation >= 0.98):")
-    for d in res["near_duplicates"][:20]:
-        print(f"  {d['a'][:12]} ~ {d['b'][:12]}  {d['similarity']:.3f}")
+    for g in res["exact_duplicates"][: a.top]:
+        flag = "  (different labels)" if g["conflict"] else ""
+        print("  " + " ".join(e[:12] for e in g["ids"]) + flag)
+    total, pairs = res["near_duplicates_total"], res["near_duplicates"]
+    more = f"; {len(pairs)} shown, conflicting labels first" if len(pairs) < total else ""
+    print(f"{total} near-duplicate pair(s) (pixel correlation >= 0.98){more}:")
+    for d in pairs:
+        flag = "  (different labels)" if d["conflict"] else ""
+        print(f"  {d['a'][:12]} ~ {d['b'][:12]}  {d['similarity']:.3f}{flag}")
 
 
 @command(
@@ -137,11 +155,12 @@ def cmd_seed(a: argparse.Namespace) -> None:
 
 def _queue_args(p: argparse.ArgumentParser) -> None:
     _build_json(p)
-    p.add_argument("--n", type=int, default=50, help="examples to add to the queue (default: 50)")
+    p.add_argument("--n", type=int, help="examples to add to the queue (default: 50)")
     from .insight.active import STRATEGIES
 
     p.add_argument("--strategy", choices=STRATEGIES, default="auto", help="how to choose (default: auto)")
-    p.add_argument("--clear", action="store_true", help="empty the queue first")
+    p.add_argument("--clear", action="store_true", help="empty the queue (then add --n more, if given)")
+    p.add_argument("--show", action="store_true", help="list the queue (examples still waiting for a label)")
 
 
 @command(
@@ -151,19 +170,41 @@ def _queue_args(p: argparse.ArgumentParser) -> None:
     _queue_args,
 )
 def cmd_queue(a: argparse.Namespace) -> None:
-    from .review import clear_queue, queue
+    from .review import clear_queue, pending, queue, unpredicted
 
     r = repo(a)
-    _note_stale(r, a.build)
+    if a.show:
+        ids = pending(r)
+        if a.json:
+            out_json([{"id": e} for e in ids])
+        else:
+            print("\n".join(ids) or "the queue is empty")
+        return
     if a.clear:
         clear_queue(r)
-    rows = queue(r, a.build, n=a.n, strategy=a.strategy)
+        if a.n is None:
+            print("the queue is empty")
+            return
+    late = unpredicted(r, a.build)
+    if late:
+        print(
+            f"kiln: note: {late} unlabeled example(s) were added after the build and are not candidates yet; "
+            "'kiln build' includes them",
+            file=sys.stderr,
+        )
+    rows = queue(r, a.build, n=50 if a.n is None else a.n, strategy=a.strategy)
     if a.json:
         out_json(rows)
         return
-    print(f"{len(rows)} example(s) to label next ({a.strategy}); score = uncertainty, 1 is a coin toss:")
+    cold = rows and rows[0]["score"] is None
+    how = (
+        "cold start: diverse by pixels, no model yet"
+        if cold
+        else f"{a.strategy}; score = uncertainty, 1 is a coin toss"
+    )
+    print(f"{len(rows)} example(s) to label next ({how}):")
     for x in rows:
-        print(f"  {x['id'][:12]}  {x['score']:.3f}")
+        print(f"  {x['id'][:12]}" + ("" if x["score"] is None else f"  {x['score']:.3f}"))
 
 
 def _accept_args(p: argparse.ArgumentParser) -> None:

@@ -16,10 +16,12 @@ import numpy as np
 from .build.records import BuildRecord
 from .errors import ExampleNotFound, InputError
 from .insight import active, labels, outliers, slices
+from .revs import IdIndex
 from .store.fsutil import atomic_write
 
 if TYPE_CHECKING:
     from .repo import Repo
+    from .table import Table
 
 QUEUE_FILE = "queue.json"
 THUMB = [16, 16]  # pixel thumbnails: cold-start embeddings and near-duplicate checks
@@ -117,30 +119,44 @@ def find_outliers(repo: Repo, build: str | None = None, *, top: int = 20, min_sc
     given = v.given()
     groups = np.where(given >= 0, given, v.pred_probs.argmax(axis=1))  # unlabeled: by predicted class
     score = outliers.outlier_scores(v.embeddings, groups)
-    order = [int(i) for i in np.argsort(-score, kind="stable")[:top] if score[i] >= min_score]
+    unusual = [int(i) for i in np.argsort(-score, kind="stable") if score[i] >= min_score]
     work = repo.table()
+    labels_now = [None if x is None else str(x) for x in work.cols["label"]]
     exact = outliers.exact_duplicates(list(work.blobs))
-    thumbs = _thumbnails(repo, list(work.ids))
+    thumbs = _thumbnails(repo, list(work.ids), channels=3)
+    # Centred on each image's mean: a brighter copy still matches, a recoloured shape does not.
     near = outliers.near_duplicates(thumbs - thumbs.mean(axis=1, keepdims=True), threshold=0.98)
     exact_pairs = {(min(a, b), max(a, b)) for g in exact for a in g for b in g if a != b}
+    kept = [(i, j, sim) for i, j, sim in near if (i, j) not in exact_pairs]
+    kept.sort(key=lambda t: (not _conflict(labels_now[t[0]], labels_now[t[1]]), -t[2]))  # conflicting labels first
+    pairs = [
+        {"a": work.ids[i], "b": work.ids[j], "similarity": sim, "conflict": _conflict(labels_now[i], labels_now[j])}
+        for i, j, sim in kept
+    ]
     return {
+        "outliers_total": len(unusual),
         "outliers": [
             {"id": v.ids[i], "label": v.labels[i], "class": v.classes[int(groups[i])], "score": float(score[i])}
-            for i in order
+            for i in unusual[:top]
         ],
-        "exact_duplicates": [[work.ids[i] for i in g] for g in exact],
-        "near_duplicates": [
-            {"a": work.ids[i], "b": work.ids[j], "similarity": s} for i, j, s in near if (i, j) not in exact_pairs
-        ][: top * 5],
+        "exact_duplicates": [
+            {"ids": [work.ids[i] for i in g], "conflict": len({labels_now[i] for i in g} - {None}) > 1} for g in exact
+        ],
+        "near_duplicates_total": len(pairs),
+        "near_duplicates": pairs[:top],
     }
 
 
-def _thumbnails(repo: Repo, ids: list[str]) -> np.ndarray:
-    """(N, 256) grayscale 16x16 pixels in [0, 1] of the working table's examples (cached)."""
+def _conflict(a: str | None, b: str | None) -> bool:
+    return a is not None and b is not None and a != b
+
+
+def _thumbnails(repo: Repo, ids: list[str], channels: int = 1) -> np.ndarray:
+    """(N, 256 * channels) 16x16 pixels in [0, 1] of the working table's examples (cached)."""
     from .build.data import gather, pixels
 
     ex = gather(repo.table())
-    x = pixels(repo.store, repo.dir / "cache", ex, THUMB, 1)
+    x = pixels(repo.store, repo.dir / "cache", ex, THUMB, channels)
     pos = {eid: i for i, eid in enumerate(ex.ids)}
     return x[[pos[e] for e in ids]].reshape(len(ids), -1).astype(np.float32) / 255.0
 
@@ -187,14 +203,15 @@ def queue(
     """The next ``n`` examples to label (``{id, score}``, in order), added to the queue.
 
     Candidates: examples without a decided label (unlabeled, or only a model's suggestion) that
-    are not already in the queue. With no build yet (no labels: a cold start), a diverse batch by
-    pixel thumbnails.
+    are not already in the queue. ``score`` is the strategy's uncertainty (margin for auto,
+    coreset, badge and random). With no build yet (a cold start) the batch is chosen for
+    diversity by pixel thumbnails, away from everything labeled or queued, and has no score.
     """
     if n < 1:
         raise InputError(f"--n {n}: ask for at least one example")
     pending = _pending(repo)
     if not repo.builds():
-        return _cold_queue(repo, n, pending, seed)
+        return _cold_queue(repo, n, pending, strategy, seed)
     v = view(repo, build)
     given = v.given()
     cand = np.array([i for i in range(len(v.ids)) if given[i] < 0 and v.ids[i] not in pending], dtype=np.int64)
@@ -208,21 +225,43 @@ def queue(
         labeled_embeddings=v.embeddings[given >= 0],
         seed=seed,
     )
-    score = active.margin(v.pred_probs[cand[order]])
+    uncertainty = active.UNCERTAINTY.get(strategy, active.margin)
+    score = uncertainty(v.pred_probs[cand[order]])
     picked = [{"id": v.ids[int(cand[o])], "score": float(s)} for o, s in zip(order, score)]
     _save_queue(repo, [*pending, *(str(p["id"]) for p in picked)])
     return picked
 
 
-def _cold_queue(repo: Repo, n: int, pending: list[str], seed: int) -> list[dict[str, Any]]:
+def unpredicted(repo: Repo, build: str | None = None) -> int:
+    """Unlabeled examples the build has no predictions for (imported after it)."""
+    if not repo.builds():
+        return 0
+    known = set(repo.find_build(build).examples()["ids"])
     work = repo.table()
-    ids = [e for e in work.ids if work.get(e, "label") is None and e not in pending]
-    if not ids:
+    return sum(1 for e in work.ids if e not in known and work.get(e, "label") is None)
+
+
+def _cold_queue(repo: Repo, n: int, pending: list[str], strategy: str, seed: int) -> list[dict[str, Any]]:
+    work = repo.table()
+    ids = list(work.ids)
+    decided = [i for i, e in enumerate(ids) if work.get(e, "label") is not None or e in pending]
+    cand = [i for i, e in enumerate(ids) if work.get(e, "label") is None and e not in pending]
+    if not cand:
         return []
-    picks = active.k_center(_thumbnails(repo, ids), n, None, seed)
-    picked = [{"id": ids[int(i)], "score": 1.0} for i in picks]
+    if strategy == "random":
+        picks = np.random.default_rng(seed).permutation(len(cand))[:n]
+    else:
+        thumbs = _thumbnails(repo, ids)
+        ref = thumbs[decided] if decided else None
+        picks = active.query(None, thumbs[cand], n, strategy="coreset", labeled_embeddings=ref, seed=seed)
+    picked: list[dict[str, Any]] = [{"id": ids[cand[int(i)]], "score": None} for i in picks]
     _save_queue(repo, [*pending, *(str(p["id"]) for p in picked)])
     return picked
+
+
+def pending(repo: Repo) -> list[str]:
+    """The queue: ids chosen earlier and still waiting for a label, in order."""
+    return _pending(repo)
 
 
 def _pending(repo: Repo) -> list[str]:
@@ -248,13 +287,16 @@ def accept(repo: Repo, ids: list[str], build: str | None = None) -> list[dict[st
     """Turn suggestions into decisions: a seeded label (``model:``) is confirmed as the user's; a
     suspected label error takes the model's suggested label. Staged, for the next commit."""
     work = repo.table()
-    from .revs import IdIndex
-
     index = IdIndex(work.ids)
     full = [index.find(e) for e in ids]
     suggested: dict[str, str] = {}
     need_issues = [e for e in full if not is_suggestion(_source(work, e))]
-    if need_issues and repo.builds():
+    if need_issues and not repo.builds():
+        raise ExampleNotFound(
+            f"example {need_issues[0][:12]} has no suggestion to accept: there are no builds yet, so no suspected "
+            "label errors; run 'kiln build' and 'kiln issues', or label it with 'kiln label ID LABEL'"
+        )
+    if need_issues:
         suggested = {i["id"]: i["suggested"] for i in label_issues(repo, build)}
     pairs = []
     for e in full:
@@ -271,6 +313,6 @@ def accept(repo: Repo, ids: list[str], build: str | None = None) -> list[dict[st
     return [{"id": e, "label": lab} for e, lab in pairs]
 
 
-def _source(work: Any, eid: str) -> str | None:
+def _source(work: Table, eid: str) -> str | None:
     v = work.get(eid, "source")
     return None if v is None else str(v)

@@ -106,6 +106,23 @@ def test_uncertainty_picks_near_ties_and_diversity_spreads() -> None:
         active.query(tie, dup, 2, strategy="smart")
 
 
+def test_query_checks_its_arrays_and_needs_no_labeled_set_for_uncertainty() -> None:
+    pp = np.array([[0.98, 0.02], [0.51, 0.49], [0.7, 0.3], [0.5, 0.5]])
+    assert active.query(pp, np.eye(4), 2, strategy="margin").tolist() == [3, 1]
+    with pytest.raises(datakiln.InputError, match="one row per candidate"):
+        active.query(pp, np.eye(3), 2)
+    with pytest.raises(datakiln.InputError, match="at least one"):
+        active.query(pp, np.eye(4), 0)
+    with pytest.raises(datakiln.InputError, match="softmax"):
+        active.query(pp * 3, np.eye(4), 2)
+    with pytest.raises(datakiln.InputError, match="width"):
+        active.query(pp, np.eye(4), 2, labeled_embeddings=np.ones((2, 3)))
+    with pytest.raises(datakiln.InputError, match="NaN"):
+        labels.find_label_issues(np.array([0, 1]), np.array([[np.nan, np.nan], [0.5, 0.5]]))
+    with pytest.raises(datakiln.InputError, match="integer class indices"):
+        labels.find_label_issues(np.array(["a", "b"]), np.full((2, 2), 0.5))
+
+
 # ---- outliers, duplicates, slices ---------------------------------------------------------------
 
 
@@ -212,8 +229,11 @@ def test_queue_never_repeats_and_skips_labeled(noisy: tuple[datakiln.Repo, set[s
     assert len(ids1) == 20 and len(set(ids1)) == 20 and set(ids1) <= unlabeled
     assert not set(ids1) & set(ids2) and set(ids2) <= unlabeled
     r.label(ids1[0], "3")  # labelled: leaves the queue, and is never proposed again
+    assert [x["id"] for x in kiln_json("queue", "--show", cwd=root)] == ids1[1:] + ids2
     rest = kiln_json("queue", "--n", "100", cwd=root)
     assert {x["id"] for x in rest} == unlabeled - set(ids1) - set(ids2)
+    assert kiln("queue", "--clear", cwd=root).stdout.strip() == "the queue is empty"
+    assert kiln_json("queue", "--show", cwd=root) == []
 
 
 def test_cold_start_queue_without_labels(tmp_path: Path) -> None:
@@ -224,14 +244,20 @@ def test_cold_start_queue_without_labels(tmp_path: Path) -> None:
     r.import_folder(write_folder(tmp_path / "src", layout) / "imgs")
     r.commit("unlabeled only")
     picks = kiln_json("queue", "--n", "8", cwd=r.root)
-    assert len({x["id"] for x in picks}) == 8
+    assert len({x["id"] for x in picks}) == 8 and all(x["score"] is None for x in picks)
+    more = kiln_json("queue", "--n", "8", cwd=r.root)
+    assert not {x["id"] for x in more} & {x["id"] for x in picks}
+    bad = kiln("accept", picks[0]["id"], cwd=r.root, check=False)
+    assert bad.returncode == 1 and "no builds yet" in bad.stderr
 
 
 def test_outliers_and_slices_json(noisy: tuple[datakiln.Repo, set[str]]) -> None:
     r = noisy[0]
-    res = kiln_json("outliers", cwd=r.root)
-    assert set(res) == {"outliers", "exact_duplicates", "near_duplicates"}
+    res = kiln_json("outliers", "-n", "5", cwd=r.root)
+    assert set(res) == {"outliers", "outliers_total", "exact_duplicates", "near_duplicates", "near_duplicates_total"}
     assert all(o["score"] >= 2 for o in res["outliers"])
+    assert len(res["outliers"]) == min(5, res["outliers_total"])
+    assert all(set(d) == {"a", "b", "similarity", "conflict"} for d in res["near_duplicates"])
     rows = kiln_json("slices", cwd=r.root)
     assert isinstance(rows, list)
     assert all({"slice", "n", "accuracy", "low", "high"} <= set(s) for s in rows)

@@ -23,6 +23,7 @@ from __future__ import annotations
 import numpy as np
 
 from ..errors import InputError
+from .labels import check_probs
 
 STRATEGIES = ("auto", "margin", "entropy", "least-confidence", "badge", "coreset", "random")
 POOL_PER_PICK = (
@@ -161,20 +162,21 @@ def query(
     """Up to ``n`` candidate row indices, in labelling order.
 
     ``pred_probs`` (M, K) and ``embeddings`` (M, D) describe the candidates; ``labeled_embeddings``
-    the examples already labeled (empty or None: a cold start). ``pred_probs`` may be None when no
-    model exists yet; then every strategy but ``random`` falls back to ``coreset``.
+    the examples already labeled, which diversity keeps away from (None: nothing labeled yet).
+    ``pred_probs`` may be None when no model exists yet (a cold start); then every strategy but
+    ``random`` is ``coreset``.
     """
     if strategy not in STRATEGIES:
         raise InputError(f"unknown strategy {strategy!r}; use one of {', '.join(STRATEGIES)}")
+    _check(pred_probs, embeddings, labeled_embeddings, n)
     m = len(embeddings)
     n = min(n, m)
     rng = np.random.default_rng(seed)
     ref = _reference(labeled_embeddings, rng)
-    cold = ref is None or pred_probs is None
     if strategy == "random":
         return rng.permutation(m)[:n]
     sample = rng.permutation(m)[:CANDIDATES_MAX] if m > CANDIDATES_MAX else np.arange(m)
-    if strategy == "coreset" or cold:
+    if strategy == "coreset" or pred_probs is None:
         return np.asarray(sample[k_center(embeddings[sample], n, ref, seed)])
     assert pred_probs is not None
     if strategy in UNCERTAINTY:
@@ -185,6 +187,21 @@ def query(
     u = margin(pred_probs)
     pool = np.argsort(-u, kind="stable")[: max(n * POOL_PER_PICK, n)]
     return np.asarray(pool[cluster_picks(embeddings[pool], u[pool] + 1e-6, n, seed)])
+
+
+def _check(pred_probs: np.ndarray | None, emb: np.ndarray, labeled: np.ndarray | None, n: int) -> None:
+    if n < 1:
+        raise InputError(f"n = {n}: ask for at least one example")
+    if emb.ndim != 2:
+        raise InputError(f"embeddings must be (M, D), not {emb.shape}")
+    if pred_probs is not None:
+        check_probs(pred_probs)
+        if len(pred_probs) != len(emb):
+            raise InputError(
+                f"pred_probs has {len(pred_probs)} rows and embeddings {len(emb)}; give one row per candidate"
+            )
+    if labeled is not None and len(labeled) and (labeled.ndim != 2 or labeled.shape[1] != emb.shape[1]):
+        raise InputError(f"labeled_embeddings {labeled.shape} must have the candidates' width {emb.shape[1]}")
 
 
 def _reference(labeled: np.ndarray | None, rng: np.random.Generator) -> np.ndarray | None:

@@ -24,12 +24,28 @@ import numpy as np
 from ..errors import InputError
 
 
+def check_probs(pred_probs: np.ndarray) -> None:
+    """Refuse what is not an (N, K) array of probabilities (logits, NaN, rows not summing to 1)."""
+    if pred_probs.ndim != 2:
+        raise InputError(f"pred_probs must be (N, K), not {pred_probs.shape}")
+    if len(pred_probs) == 0:
+        return
+    if not np.isfinite(pred_probs).all() or pred_probs.min() < 0 or np.abs(pred_probs.sum(axis=1) - 1).max() > 1e-3:
+        raise InputError(
+            "pred_probs must be finite probabilities, each row summing to 1; apply a softmax to logits "
+            "and drop rows with NaN"
+        )
+
+
 def check_arrays(labels: np.ndarray, pred_probs: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Validated int64 ``labels`` (N,) and float ``pred_probs`` (N, K); raises ``InputError``."""
     labels = np.asarray(labels)
     pred_probs = np.asarray(pred_probs)
     if pred_probs.ndim != 2 or labels.shape != (len(pred_probs),):
         raise InputError(f"labels {labels.shape} and pred_probs {pred_probs.shape} must be (N,) and (N, K)")
+    if len(labels) and not np.issubdtype(labels.dtype, np.integer):
+        raise InputError(f"labels must be integer class indices, not {labels.dtype}; map class names to 0..K-1")
+    check_probs(pred_probs)
     if len(labels) and (labels.min() < 0 or labels.max() >= pred_probs.shape[1]):
         raise InputError(
             f"labels must be class indices in 0..{pred_probs.shape[1] - 1}; drop unlabeled rows (-1) first"
