@@ -64,7 +64,10 @@ def per_class_thresholds(labels: np.ndarray, pred_probs: np.ndarray) -> np.ndarr
 
 def confident_joint(labels: np.ndarray, pred_probs: np.ndarray, *, calibrate: bool = True) -> np.ndarray:
     """(K, K) counts: row = given label, column = confidently predicted class."""
-    labels, pred_probs = check_arrays(labels, pred_probs)
+    return _confident_joint(*check_arrays(labels, pred_probs), calibrate=calibrate)
+
+
+def _confident_joint(labels: np.ndarray, pred_probs: np.ndarray, *, calibrate: bool = True) -> np.ndarray:
     k = pred_probs.shape[1]
     t = per_class_thresholds(labels, pred_probs)
     above = pred_probs >= t - 1e-6  # (N, K); the tolerance keeps exact-threshold rows, as float noise would not
@@ -85,7 +88,7 @@ def find_label_issues(labels: np.ndarray, pred_probs: np.ndarray) -> np.ndarray:
     """(N,) bool mask of suspected label errors (see the module docstring for the method)."""
     labels, pred_probs = check_arrays(labels, pred_probs)
     n, k = pred_probs.shape
-    cj = confident_joint(labels, pred_probs)
+    cj = _confident_joint(labels, pred_probs)
     to_flag = np.rint(cj).astype(np.int64)
     np.fill_diagonal(to_flag, 0)
     issues = np.zeros(n, dtype=bool)
@@ -125,5 +128,5 @@ def normalized_margin(labels: np.ndarray, pred_probs: np.ndarray) -> np.ndarray:
 def rank_issues(labels: np.ndarray, pred_probs: np.ndarray, issues: np.ndarray) -> np.ndarray:
     """Indices of the flagged rows, most suspect (lowest self-confidence) first."""
     flagged = np.flatnonzero(issues)
-    score = self_confidence(labels, pred_probs)[flagged]
+    score = np.asarray(pred_probs)[flagged, np.asarray(labels)[flagged]]  # self-confidence of the flagged rows
     return flagged[np.argsort(score, kind="stable")]
