@@ -27,6 +27,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from figures import print_figures, save
 
 import datakiln
 from datakiln.build.data import gather, normalization, pixels, resolve_input
@@ -183,13 +184,9 @@ def main() -> int:
         ("predict speed-up, width 0.5 vs 1 (batch 256)", r["width_speedup"], ">=", 1.6),
         ("cached rebuild, kiln build wall (s)", r["cached_rebuild_s"], "<=", 1.0),
     ]
-    print(f"\nkiln build on the digits sample, {r['date']}, {r['cores']} cores, 1 thread")
-    print(f"{'figure':48} {'value':>9} {'target':>10}  ok")
-    ok_all = True
-    for what, v, op, target in rows:
-        ok = v >= target if op == ">=" else v <= target
-        ok_all &= ok
-        print(f"{what:48} {v:>9.3f} {op + ' ' + format(target, 'g'):>10}  {'PASS' if ok else 'FAIL'}")
+    ok_all = print_figures(
+        f"kiln build on the digits sample, {r['date']}, {r['cores']} cores, 1 thread", rows, width=48
+    )
     o = r["overhead"]
     print(
         f"  training: kiln {o['kiln_s']:.2f} s, plain loop {o['plain_s']:.2f} s ({o['epochs']} epochs, same model and data)"
@@ -201,11 +198,7 @@ def main() -> int:
     s, f = r["single_raw"], r["single_file"]
     print(f"  single image, onnxruntime: p50 {s['p50_ms']:.3f} ms, p99 {s['p99_ms']:.3f} ms (model only)")
     print(f"  single image from a PNG file (decode + predict): p50 {f['p50_ms']:.3f} ms, p99 {f['p99_ms']:.3f} ms")
-    out_dir = HERE / "results"
-    out_dir.mkdir(exist_ok=True)
-    path = out_dir / f"build-digits-{r['date']}.json"
-    path.write_text(json.dumps(r, indent=2) + "\n")
-    print(f"results: {path}")
+    print(f"results: {save('build-digits', r)}")
     return 0 if ok_all else 1
 
 

@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import argparse
 import gc
-import json
 import os
 import shutil
 import sys
@@ -32,6 +31,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from figures import print_figures, save
 
 import datakiln
 from datakiln import review
@@ -322,15 +322,10 @@ def main() -> int:
         ("slowest function at 1M (s)", worst_s, "<=", 2.0),
         ("largest peak extra memory at 1M (MB)", worst_mb, "<=", 1024),
     ]
-    print(
-        f"\ndata debugging on the digits sample and at 1M rows, {res['date']}, {res['cores']} cores, {args.seeds} seeds"
+    ok_all = print_figures(
+        f"data debugging on the digits sample and at 1M rows, {res['date']}, {res['cores']} cores, {args.seeds} seeds",
+        rows,
     )
-    print(f"{'figure':52} {'value':>9} {'target':>10}  ok")
-    ok_all = True
-    for what, v, op, target in rows:
-        ok = v >= target if op == ">=" else v <= target
-        ok_all &= ok
-        print(f"{what:52} {v:>9.3f} {op + ' ' + format(target, 'g'):>10}  {'PASS' if ok else 'FAIL'}")
     for kind in ("uniform10", "asym20"):
         nz = res["noise"][kind]
         print(
@@ -349,8 +344,7 @@ def main() -> int:
     for k, v in sc.items():
         if isinstance(v, dict) and "peak_mb" in v:
             print(f"  {k:<22} {v['s']:.2f} s, peak {v['peak_mb']:.0f} MB")
-    path = out_dir / f"insight-{res['date']}.json"
-    path.write_text(json.dumps(res, indent=2) + "\n")
+    path = save("insight", res)
     print(f"results: {path}; learning curves: {out_dir / ('active-learning-' + res['date'] + '.png')}")
     return 0 if ok_all else 1
 
