@@ -40,6 +40,7 @@ class View:
     classes: list[str]
     pred_probs: np.ndarray  # (M, K) out-of-sample
     embeddings: np.ndarray  # (M, D)
+    fold: np.ndarray  # (M,) cross-fitting fold of a train example, -1 if the final model predicted it
     labels: list[str | None]  # current labels (suggestions included; see ``given``)
     sources: list[str | None]
     meta: dict[str, list[str | None]]
@@ -74,6 +75,7 @@ def view(repo: Repo, build: str | None = None) -> View:
         classes=list(b.record["classes"]),
         pred_probs=arrays["pred_probs"][rows],
         embeddings=arrays["embeddings"][rows],
+        fold=arrays["fold"][rows],
         labels=[None if c["label"][i] is None else str(c["label"][i]) for i in at],
         sources=[None if c["source"][i] is None else str(c["source"][i]) for i in at],
         meta=meta,
@@ -123,7 +125,7 @@ def find_outliers(repo: Repo, build: str | None = None, *, top: int = 20, min_sc
     work = repo.table()
     labels_now = [None if x is None else str(x) for x in work.cols["label"]]
     exact = outliers.exact_duplicates(list(work.blobs))
-    thumbs = _thumbnails(repo, list(work.ids), channels=3)
+    thumbs = _thumbnails(repo, work, channels=3)
     # Centred on each image's mean: a brighter copy still matches, a recoloured shape does not.
     near = outliers.near_duplicates(thumbs - thumbs.mean(axis=1, keepdims=True), threshold=0.98)
     exact_pairs = {(min(a, b), max(a, b)) for g in exact for a in g for b in g if a != b}
@@ -151,14 +153,12 @@ def _conflict(a: str | None, b: str | None) -> bool:
     return a is not None and b is not None and a != b
 
 
-def _thumbnails(repo: Repo, ids: list[str], channels: int = 1) -> np.ndarray:
-    """(N, 256 * channels) 16x16 pixels in [0, 1] of the working table's examples (cached)."""
+def _thumbnails(repo: Repo, work: Table, channels: int = 1) -> np.ndarray:
+    """(N, 256 * channels) 16x16 pixels in [0, 1] of every row of ``work``, in its order (cached)."""
     from .build.data import gather, pixels
 
-    ex = gather(repo.table())
-    x = pixels(repo.store, repo.dir / "cache", ex, THUMB, channels)
-    pos = {eid: i for i, eid in enumerate(ex.ids)}
-    return x[[pos[e] for e in ids]].reshape(len(ids), -1).astype(np.float32) / 255.0
+    x = pixels(repo.store, repo.dir / "cache", gather(work), THUMB, channels)
+    return x.reshape(len(x), -1).astype(np.float32) / 255.0
 
 
 # ---- slices ----------------------------------------------------------------------------------
@@ -168,11 +168,8 @@ def weak_slices(repo: Repo, build: str | None = None, *, alpha: float = 0.05, mi
     """Metadata, class and predicted-class slices significantly less accurate than the rest."""
     v = view(repo, build)
     given = v.given()
-    arrays = v.build.arrays()
-    ex_ids = v.build.examples()["ids"]
-    fold = dict(zip(ex_ids, arrays["fold"].tolist()))
     # Out-of-sample rows only: train rows count when a fold model predicted them.
-    rows = [i for i in range(len(v.ids)) if given[i] >= 0 and (v.splits[i] != "train" or fold[v.ids[i]] >= 0)]
+    rows = [i for i in range(len(v.ids)) if given[i] >= 0 and (v.splits[i] != "train" or v.fold[i] >= 0)]
     lab, pp = given[rows], v.pred_probs[rows]
     columns: dict[str, list[str | None]] = {k: [vals[i] for i in rows] for k, vals in v.meta.items()}
     columns["label"] = [v.classes[int(c)] for c in lab]
@@ -209,12 +206,13 @@ def queue(
     """
     if n < 1:
         raise InputError(f"--n {n}: ask for at least one example")
-    pending = _pending(repo)
+    queued = pending(repo)
     if not repo.builds():
-        return _cold_queue(repo, n, pending, strategy, seed)
+        return _cold_queue(repo, n, queued, strategy, seed)
     v = view(repo, build)
     given = v.given()
-    cand = np.array([i for i in range(len(v.ids)) if given[i] < 0 and v.ids[i] not in pending], dtype=np.int64)
+    skip = set(queued)
+    cand = np.array([i for i in range(len(v.ids)) if given[i] < 0 and v.ids[i] not in skip], dtype=np.int64)
     if len(cand) == 0:
         return []
     order = active.query(
@@ -228,7 +226,7 @@ def queue(
     uncertainty = active.UNCERTAINTY.get(strategy, active.margin)
     score = uncertainty(v.pred_probs[cand[order]])
     picked = [{"id": v.ids[int(cand[o])], "score": float(s)} for o, s in zip(order, score)]
-    _save_queue(repo, [*pending, *(str(p["id"]) for p in picked)])
+    _save_queue(repo, [*queued, *(str(p["id"]) for p in picked)])
     return picked
 
 
@@ -241,31 +239,27 @@ def unpredicted(repo: Repo, build: str | None = None) -> int:
     return sum(1 for e in work.ids if e not in known and work.get(e, "label") is None)
 
 
-def _cold_queue(repo: Repo, n: int, pending: list[str], strategy: str, seed: int) -> list[dict[str, Any]]:
+def _cold_queue(repo: Repo, n: int, queued: list[str], strategy: str, seed: int) -> list[dict[str, Any]]:
     work = repo.table()
     ids = list(work.ids)
-    decided = [i for i, e in enumerate(ids) if work.get(e, "label") is not None or e in pending]
-    cand = [i for i, e in enumerate(ids) if work.get(e, "label") is None and e not in pending]
+    skip = set(queued)
+    decided = [i for i, e in enumerate(ids) if work.get(e, "label") is not None or e in skip]
+    cand = [i for i, e in enumerate(ids) if work.get(e, "label") is None and e not in skip]
     if not cand:
         return []
     if strategy == "random":
         picks = np.random.default_rng(seed).permutation(len(cand))[:n]
     else:
-        thumbs = _thumbnails(repo, ids)
+        thumbs = _thumbnails(repo, work)
         ref = thumbs[decided] if decided else None
         picks = active.query(None, thumbs[cand], n, strategy="coreset", labeled_embeddings=ref, seed=seed)
     picked: list[dict[str, Any]] = [{"id": ids[cand[int(i)]], "score": None} for i in picks]
-    _save_queue(repo, [*pending, *(str(p["id"]) for p in picked)])
+    _save_queue(repo, [*queued, *(str(p["id"]) for p in picked)])
     return picked
 
 
 def pending(repo: Repo) -> list[str]:
-    """The queue: ids chosen earlier and still waiting for a label, in order."""
-    return _pending(repo)
-
-
-def _pending(repo: Repo) -> list[str]:
-    """Queued ids still without a decided label (labelling one takes it off the queue)."""
+    """The queue: ids chosen earlier and still without a decided label (labelling one takes it off), in order."""
     path = repo.dir / QUEUE_FILE
     if not path.exists():
         return []

@@ -27,7 +27,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from .. import interrupt, metrics
-from ..package import MANIFEST, write_package
+from ..package import write_package
 from ..progress import progress_enabled
 from .data import Examples, check_buildable, folds_of, gather, normalization, pixels, resolve_input
 from .records import BUILD_JSON, EXAMPLES, PREDICTIONS, BuildRecord, builds_dir, read_build
@@ -332,6 +332,3 @@ def _write_predictions(out: Path, ex: Examples, pred_probs: np.ndarray, emb: np.
     (out / EXAMPLES).write_text(
         json.dumps({"ids": ex.ids, "splits": ex.splits.tolist(), "labels": ex.labels, "sources": ex.sources})
     )
-
-
-__all__ = ["build", "build_id", "default_spec", "BuildResult", "MANIFEST", "SPEC_FILE"]

@@ -7,7 +7,6 @@ numpy only. Pixels are decoded once per (images, input contract) and cached unde
 from __future__ import annotations
 
 import hashlib
-import os
 from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
@@ -177,7 +176,3 @@ def folds_of(n_train: int, folds: int, seed: int) -> np.ndarray:
     out = np.empty(n_train, dtype=np.int64)
     out[order] = np.arange(n_train) % max(folds, 1)
     return out
-
-
-def cpu_count() -> int:
-    return os.cpu_count() or 1

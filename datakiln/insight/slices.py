@@ -13,7 +13,7 @@ from typing import Any
 
 import numpy as np
 
-from ..metrics import wilson
+from ..metrics import slice_metrics
 
 
 def _p_lower(c1: int, n1: int, c2: int, n2: int) -> float:
@@ -38,31 +38,12 @@ def weak_slices(
     rest_accuracy, p_value}`` (``p_value`` Bonferroni-corrected)."""
     correct = pred_probs.argmax(axis=1) == labels
     total_c, total_n = int(correct.sum()), len(correct)
-    tested = []
-    for col, values in columns.items():
-        vals = np.array(["" if v is None else str(v) for v in values], dtype=object)
-        for v in sorted(set(vals.tolist()) - {""}):
-            mask = vals == v
-            n = int(mask.sum())
-            if n < min_n or n == total_n:
-                continue
-            c = int(correct[mask].sum())
-            tested.append((f"{col}={v}", n, c, _p_lower(c, n, total_c - c, total_n - n)))
+    # Every slice's count, accuracy and interval come from metrics.slice_metrics; this adds the test.
+    tested = [s for s in slice_metrics(labels, pred_probs, columns, min_n=min_n) if s["n"] < total_n]
     out = []
-    for name, n, c, p in tested:
-        p_adj = min(1.0, p * len(tested))
+    for s in tested:
+        n, c = s["n"], round(s["accuracy"] * s["n"])
+        p_adj = min(1.0, _p_lower(c, n, total_c - c, total_n - n) * len(tested))
         if p_adj < alpha:
-            low, high = wilson(c, n)
-            rest = (total_c - c) / (total_n - n)
-            out.append(
-                {
-                    "slice": name,
-                    "n": n,
-                    "accuracy": c / n,
-                    "low": low,
-                    "high": high,
-                    "rest_accuracy": rest,
-                    "p_value": p_adj,
-                }
-            )
+            out.append({**s, "rest_accuracy": (total_c - c) / (total_n - n), "p_value": p_adj})
     return sorted(out, key=lambda s: (s["accuracy"] - s["rest_accuracy"], s["slice"]))
