@@ -511,7 +511,7 @@ def cmd_demo(a: argparse.Namespace) -> int:
 
 # ---- entry point ------------------------------------------------------------------------
 
-from . import cli_build, cli_review  # noqa: E402,F401  (they register the build and review commands)
+from . import cli_build, cli_review, cli_ui  # noqa: E402,F401  (they register their commands)
 
 
 def parser() -> argparse.ArgumentParser:

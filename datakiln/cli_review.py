@@ -32,6 +32,7 @@ def _build_json(p: argparse.ArgumentParser) -> None:
 def _issues_args(p: argparse.ArgumentParser) -> None:
     _build_json(p)
     p.add_argument("-n", "--top", type=int, default=20, help="rows to print (default: 20; --json prints all)")
+    p.add_argument("--all", action="store_true", help="also show examples a reviewer kept ('kiln keep')")
 
 
 @command(
@@ -47,7 +48,7 @@ def cmd_issues(a: argparse.Namespace) -> None:
         raise KilnError(f"-n {a.top}: show at least one row")
     r = repo(a)
     _note_stale(r, a.build)
-    rows = label_issues(r, a.build)
+    rows = label_issues(r, a.build, include_kept=a.all)
     if a.json:
         out_json([{k: x[k] for k in ("id", "given", "suggested", "score", "rank")} for x in rows])
         return
@@ -58,7 +59,10 @@ def cmd_issues(a: argparse.Namespace) -> None:
     if len(rows) > a.top:
         print(f"... and {len(rows) - a.top} more (-n N, or --json)")
     if rows:
-        print("accept a suggestion with 'kiln accept ID', or set the label with 'kiln label ID LABEL'; then commit")
+        print(
+            "accept a suggestion with 'kiln accept ID', keep the given label with 'kiln keep ID', "
+            "or set it with 'kiln label ID LABEL'; then commit"
+        )
 
 
 def _outliers_args(p: argparse.ArgumentParser) -> None:
@@ -223,3 +227,20 @@ def cmd_accept(a: argparse.Namespace) -> None:
 
     for x in accept(repo(a), a.ids, a.build):
         print(f"{x['id'][:12]} -> {x['label']} (staged)")
+
+
+def _keep_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("ids", nargs="+", help="example ids (or unique prefixes)")
+
+
+@command(
+    "keep",
+    "confirm the given labels of suspected label errors; they are no longer flagged",
+    "kiln keep 3f2a9c 77b1e0",
+    _keep_args,
+)
+def cmd_keep(a: argparse.Namespace) -> None:
+    from .review import keep
+
+    for x in keep(repo(a), a.ids):
+        print(f"{x['id'][:12]} keeps {x['label']} (staged)")

@@ -191,3 +191,89 @@ def _is_commit(repo: Repo, oid: str) -> bool:
         return bool(repo.store.get_json(oid).get("type") == "commit")
     except (CorruptObject, ValueError):
         return False
+
+
+# ---- one example's history ---------------------------------------------------------------------
+
+Labeling = tuple[str | None, str | None, int] | None  # (label, source, time), None if absent
+
+
+def example_history(repo: Repo, eid: str, *, limit: int = 1000) -> list[dict[str, Any]]:
+    """The commits on HEAD's first-parent line that changed example ``eid``'s label, newest first:
+    ``{commit, message, author, time, event (imported|labeled|removed), label, source, label_time}``.
+
+    Read from the deltas (a commit's delta names the rows it sets), so the cost is the number of
+    commits walked, not the table size; a snapshot commit is compared with the next older state.
+    Merged labels appear at the merge commit, with the source of whoever made them.
+    """
+    _, head = repo.head()
+    events: list[dict[str, Any]] = []
+    pending: tuple[Commit, Labeling] | None = None  # a snapshot commit waiting for its parent's value
+    c = repo.read_commit(head) if head else None
+    for _ in range(limit):
+        if c is None:
+            break
+        parent = repo.read_commit(c.parents[0]) if c.parents else None
+        obj = state_header(repo.store, c.state)
+        if obj["type"] == "snapshot" or parent is None or obj.get("base") != parent.state:
+            now = _at(repo, c, eid)
+            _settle(events, pending, now)
+            pending = (c, now)
+            if parent is None and now is not None:
+                events.append(_event(c, "imported", now))
+                pending = None
+        else:
+            event, now = _in_delta(repo, obj, eid)
+            if event is not None:
+                _settle(events, pending, now)
+                pending = None
+                events.append(_event(c, event, now))
+                if event == "imported":
+                    break
+        c = parent
+    return events
+
+
+def _in_delta(repo: Repo, obj: dict[str, Any], eid: str) -> tuple[str | None, Labeling]:
+    changes = Changes.from_json(obj)
+    if eid in changes.set:
+        return "labeled", changes.set[eid]
+    if eid in changes.remove:
+        return "removed", None
+    for oid in changes.add:
+        seg = repo.segments.get(oid)
+        if eid in seg.ids:
+            j = seg.ids.index(eid)
+            c = seg.cols
+            t = c["time"][j]
+            return "imported", (_s(c["label"][j]), _s(c["source"][j]), int(t) if t is not None else 0)
+    return None, None
+
+
+def _at(repo: Repo, c: Commit, eid: str) -> Labeling:
+    """The example's labeling in a commit's whole table (snapshots: one commit in ``MAX_DEPTH``)."""
+    table = repo.table_at(c.id)
+    return table.label_of(eid) if eid in table else None
+
+
+def _settle(events: list[dict[str, Any]], pending: tuple[Commit, Labeling] | None, older: Labeling) -> None:
+    """A snapshot commit changed the label if its value differs from the next older known one."""
+    if pending is not None and pending[1] != older:
+        events.append(_event(pending[0], "labeled" if pending[1] is not None else "removed", pending[1]))
+
+
+def _event(c: Commit, event: str, lab: Labeling) -> dict[str, Any]:
+    return {
+        "commit": c.id,
+        "message": c.message,
+        "author": c.author,
+        "time": c.time,
+        "event": event,
+        "label": lab[0] if lab else None,
+        "source": lab[1] if lab else None,
+        "label_time": lab[2] if lab else None,
+    }
+
+
+def _s(v: Any) -> str | None:
+    return None if v is None else str(v)

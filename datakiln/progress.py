@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+import json
 import os
 import sys
 import time
 from types import TracebackType
+from typing import Any
+
+PROGRESS_FILE_ENV = "KILN_PROGRESS_FILE"
 
 
 def progress_enabled() -> bool:
@@ -50,3 +54,21 @@ class Progress:
         if self.enabled:
             sys.stderr.write("\n")
             sys.stderr.flush()
+
+
+def report_progress(**event: Any) -> None:
+    """Write ``event`` as JSON to the file named by KILN_PROGRESS_FILE, if set (``kiln ui`` polls it).
+
+    Written to a temp file and renamed, so a reader sees a whole event; not fsynced, because
+    progress that a crash loses is worth nothing.
+    """
+    path = os.environ.get(PROGRESS_FILE_ENV)
+    if not path:
+        return
+    tmp = f"{path}.{os.getpid()}.tmp"
+    try:
+        with open(tmp, "w") as f:
+            json.dump({**event, "time": time.time()}, f)
+        os.replace(tmp, path)
+    except OSError:
+        pass  # progress is advisory: a full disk must not fail the build

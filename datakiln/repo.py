@@ -306,6 +306,29 @@ class Repo:
             }
         return out
 
+    def staged_edits(self) -> list[dict[str, Any]]:
+        """Each staged label edit beside what HEAD has: ``{id, old, old_source, new, source, time}``
+        (a confirmed label has ``old == new`` and a new source)."""
+        _, head = self.head()
+        base = self.table_at(head)
+        out = []
+        for eid, (lab, src, t) in self._stage().changes.set.items():
+            old = base.label_of(eid) if eid in base else (None, None, 0)
+            out.append({"id": eid, "old": old[0], "old_source": old[1], "new": lab, "source": src, "time": t})
+        return out
+
+    def unstage(self, ids: Iterable[str]) -> list[str]:
+        """Drop the staged label edits of ``ids`` (back to HEAD's labels); returns the full ids."""
+
+        def drop(stage: Stage, base: Table, work: Table) -> list[str]:
+            full = [IdIndex(work.ids).find(e) for e in ids]
+            for eid in full:
+                if stage.changes.set.pop(eid, None) is not None and eid in base:
+                    work.set_labels({eid: base.label_of(eid)})
+            return full
+
+        return list(self._update_stage(drop))
+
     def staged_diff(self) -> dict[str, Any]:
         """The staged changes as a diff from HEAD (the shape of ``kiln diff --json``)."""
         _, head = self.head()

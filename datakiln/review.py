@@ -8,6 +8,7 @@ label, and a model's suggestion (label source ``model:<build>``) is never taken 
 from __future__ import annotations
 
 import json
+import re
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -24,6 +25,8 @@ if TYPE_CHECKING:
     from .table import Table
 
 QUEUE_FILE = "queue.json"
+KEPT_FILE = "kept.json"  # labels a reviewer confirmed: not flagged again while they stand
+_SOURCE = re.compile(r"import|human:[^\s]{1,100}|model:[0-9a-f]{4,64}")
 THUMB = [16, 16]  # pixel thumbnails: cold-start embeddings and near-duplicate checks
 
 
@@ -41,6 +44,7 @@ class View:
     pred_probs: np.ndarray  # (M, K) out-of-sample
     embeddings: np.ndarray  # (M, D)
     fold: np.ndarray  # (M,) cross-fitting fold of a train example, -1 if the final model predicted it
+    built: np.ndarray  # (M,) class index of the label the build trained or scored on, -1 for none
     labels: list[str | None]  # current labels (suggestions included; see ``given``)
     sources: list[str | None]
     meta: dict[str, list[str | None]]
@@ -76,6 +80,7 @@ def view(repo: Repo, build: str | None = None) -> View:
         pred_probs=arrays["pred_probs"][rows],
         embeddings=arrays["embeddings"][rows],
         fold=arrays["fold"][rows],
+        built=arrays["y"][rows],
         labels=[None if c["label"][i] is None else str(c["label"][i]) for i in at],
         sources=[None if c["source"][i] is None else str(c["source"][i]) for i in at],
         meta=meta,
@@ -86,14 +91,22 @@ def view(repo: Repo, build: str | None = None) -> View:
 # ---- label issues ----------------------------------------------------------------------------
 
 
-def label_issues(repo: Repo, build: str | None = None) -> list[dict[str, Any]]:
+def label_issues(repo: Repo, build: str | None = None, *, include_kept: bool = False) -> list[dict[str, Any]]:
     """Suspected label errors, most suspect first: ``{id, given, suggested, score, rank}``.
 
-    ``score`` is the model's probability for the given label (lower is more suspect).
+    ``score`` is the model's probability for the given label (lower is more suspect). Examples a
+    reviewer kept (``keep``) with the label they still have are left out unless ``include_kept``.
     """
-    v = view(repo, build)
+    return issues_in(view(repo, build), {} if include_kept else kept(repo))
+
+
+def issues_in(v: View, hide: dict[str, str] | None = None) -> list[dict[str, Any]]:
+    """``label_issues`` of a view; ``hide`` maps example id to a label a reviewer confirmed."""
     given = v.given()
-    rows = np.flatnonzero(given >= 0)
+    hide = hide or {}
+    rows = np.array(
+        [i for i in range(len(v.ids)) if given[i] >= 0 and hide.get(v.ids[i]) != v.labels[i]], dtype=np.int64
+    )
     if len(rows) == 0:
         return []
     lab, pp = given[rows], v.pred_probs[rows]
@@ -110,6 +123,54 @@ def label_issues(repo: Repo, build: str | None = None) -> list[dict[str, Any]]:
         }
         for r, i in enumerate(order)
     ]
+
+
+def kept(repo: Repo) -> dict[str, str]:
+    """Example id -> the label a reviewer confirmed with ``keep``."""
+    path = repo.dir / KEPT_FILE
+    if not path.exists():
+        return {}
+    data: dict[str, str] = json.loads(path.read_text()).get("kept", {})
+    return data
+
+
+def keep(repo: Repo, ids: list[str]) -> list[dict[str, Any]]:
+    """Confirm the current labels of ``ids`` as the user's: staged as human labels, and no longer
+    flagged as suspected errors while they keep that label."""
+    work = repo.table()
+    index = IdIndex(work.ids)
+    full = [index.find(e) for e in ids]
+    unlabeled = [e for e in full if work.get(e, "label") is None]
+    if unlabeled:
+        raise InputError(f"example {unlabeled[0][:12]} has no label to keep; label it with 'kiln label ID LABEL'")
+    pairs = [(e, str(work.get(e, "label"))) for e in full]
+    with repo.lock:
+        repo.label_many(pairs)
+        _save_kept(repo, {**kept(repo), **dict(pairs)})
+    return [{"id": e, "label": lab} for e, lab in pairs]
+
+
+def restore(repo: Repo, example: str, label: str | None, source: str | None, *, was_kept: str | None = None) -> None:
+    """Put back an example's label and label source as they were (undo of a review decision).
+
+    Restoring what HEAD has removes the staged edit instead of staging a copy.
+    """
+    if source is not None and not _SOURCE.fullmatch(source):
+        raise InputError(f"label source {source!r} is not import, human:NAME or model:BUILD")
+    with repo.lock:
+        repo.label_many([(example, label)], by=source if label is not None else None)
+        marks = kept(repo)
+        eid = IdIndex(repo.table().ids).find(example)
+        if was_kept is None:
+            marks.pop(eid, None)
+        else:
+            marks[eid] = was_kept
+        _save_kept(repo, marks)
+
+
+def _save_kept(repo: Repo, marks: dict[str, str]) -> None:
+    with repo.lock:
+        atomic_write(repo.dir / KEPT_FILE, json.dumps({"version": 1, "kept": marks}).encode(), repo.tmp_dir)
 
 
 # ---- outliers and duplicates ---------------------------------------------------------------
@@ -277,21 +338,28 @@ def clear_queue(repo: Repo) -> None:
     (repo.dir / QUEUE_FILE).unlink(missing_ok=True)
 
 
-def accept(repo: Repo, ids: list[str], build: str | None = None) -> list[dict[str, Any]]:
+def accept(
+    repo: Repo, ids: list[str], build: str | None = None, *, suggested: dict[str, str] | None = None
+) -> list[dict[str, Any]]:
     """Turn suggestions into decisions: a seeded label (``model:``) is confirmed as the user's; a
-    suspected label error takes the model's suggested label. Staged, for the next commit."""
+    suspected label error takes the model's suggested label. Staged, for the next commit.
+
+    ``suggested`` (example id -> label) saves recomputing the suspects when the caller has them.
+    """
     work = repo.table()
     index = IdIndex(work.ids)
     full = [index.find(e) for e in ids]
-    suggested: dict[str, str] = {}
     need_issues = [e for e in full if not is_suggestion(_source(work, e))]
+    if suggested is not None:
+        need_issues = [e for e in need_issues if e not in suggested]
+    suggested = dict(suggested or {})
     if need_issues and not repo.builds():
         raise ExampleNotFound(
             f"example {need_issues[0][:12]} has no suggestion to accept: there are no builds yet, so no suspected "
             "label errors; run 'kiln build' and 'kiln issues', or label it with 'kiln label ID LABEL'"
         )
     if need_issues:
-        suggested = {i["id"]: i["suggested"] for i in label_issues(repo, build)}
+        suggested.update({i["id"]: i["suggested"] for i in label_issues(repo, build)})
     pairs = []
     for e in full:
         if is_suggestion(_source(work, e)):

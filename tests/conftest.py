@@ -89,3 +89,68 @@ def snapshot_files(root: Path) -> dict[str, int]:
         if p.is_file() and "tmp" not in p.relative_to(root / ".kiln").parts and p.name != "lock":
             out[p.relative_to(root).as_posix()] = p.stat().st_size
     return out
+
+
+@pytest.fixture(scope="session")
+def built_template(digits_template: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The digits repository with 30 planted label errors, 40 examples unlabeled, and a quick build
+    (8 epochs, 3 folds: ~5 s) that finds the errors: what the review and labelling queues need."""
+    import random
+    import shutil
+
+    root = tmp_path_factory.mktemp("built") / "repo"
+    shutil.copytree(digits_template, root)
+    r = datakiln.Repo(root)
+    rng = random.Random(0)
+    train = [x for x in r.ls() if x["split"] == "train"]
+    picked = rng.sample(train, 70)
+    r.label_many([(x["id"], str((int(x["label"]) + 3) % 10)) for x in picked[:30]])
+    r.label_many([(x["id"], None) for x in picked[30:]])
+    r.commit("plant 30 label errors, unlabel 40")
+    r.build(epochs=8, folds=3, progress=False)
+    return root
+
+
+@pytest.fixture
+def built(built_template: Path, tmp_path: Path) -> datakiln.Repo:
+    import shutil
+
+    dest = tmp_path / "built"
+    shutil.copytree(built_template, dest)
+    return datakiln.Repo(dest)
+
+
+class UIServer:
+    """A real ``kiln ui`` process on a free port."""
+
+    def __init__(self, root: Path) -> None:
+        self.root = root
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "datakiln", "-C", str(root), "ui", "--port", "0"],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+            env=ENV,
+        )
+        assert self.proc.stdout is not None
+        line = self.proc.stdout.readline()
+        if "http://" not in line:
+            self.proc.kill()
+            raise AssertionError(f"kiln ui did not start: {line}{self.proc.stderr.read() if self.proc.stderr else ''}")
+        self.landing = line.split("at ", 1)[1].split()[0]
+        self.url = self.landing.rsplit("/", 1)[0]
+
+    def stop(self, sig: int = 15) -> None:
+        if self.proc.poll() is None:
+            self.proc.send_signal(sig)
+            self.proc.wait(timeout=20)
+        for f in (self.proc.stdout, self.proc.stderr):
+            if f:
+                f.close()
+
+
+@pytest.fixture
+def ui_server(built: datakiln.Repo) -> Any:
+    server = UIServer(built.root)
+    yield server
+    server.stop()

@@ -28,7 +28,7 @@ import numpy as np
 
 from .. import interrupt, metrics
 from ..package import write_package
-from ..progress import progress_enabled
+from ..progress import progress_enabled, report_progress
 from .data import Examples, check_buildable, folds_of, gather, normalization, pixels, resolve_input
 from .records import BUILD_JSON, EXAMPLES, PREDICTIONS, BuildRecord, builds_dir, read_build
 from .spec import Spec, load_spec
@@ -129,10 +129,12 @@ def _cross_fit(x: np.ndarray, ex: Examples, spec: Spec, mean: list[float], std: 
     tr, va = ex.where("train"), ex.where("valid")
     T.set_determinism(t.threads, t.seed)
 
-    def fit(idx: np.ndarray, seed: int, desc: str) -> Any:
+    fits = t.folds + 1 if t.folds >= 2 else 1
+
+    def fit(idx: np.ndarray, seed: int, desc: str, i: int) -> Any:
         torch_seed(seed)  # the initial weights depend on the seed only
         model = Classifier(spec.model, x.shape[1:], len(ex.classes), mean, std)
-        bar = T.EpochBar(desc, t.epochs, show)
+        bar = T.EpochBar(desc, t.epochs, show, fit=i, fits=fits)
         try:
             return T.fit(x[idx], ex.y[idx], x[va], ex.y[va], spec, model, seed=seed, on_epoch=bar)
         finally:
@@ -145,12 +147,12 @@ def _cross_fit(x: np.ndarray, ex: Examples, spec: Spec, mean: list[float], std: 
     if t.folds >= 2:
         f_of = folds_of(len(tr), t.folds, t.seed)
         for f in range(t.folds):
-            res = fit(tr[f_of != f], t.seed + 1 + f, f"fold {f + 1}/{t.folds}")
+            res = fit(tr[f_of != f], t.seed + 1 + f, f"fold {f + 1}/{t.folds}", f)
             held = tr[f_of == f]
             pred_probs[held], _ = T.predict(res.model, x[held])
             fold[held] = f
             fold_epochs.append(res.best_epoch + 1)
-    final = fit(tr, t.seed, "final")
+    final = fit(tr, t.seed, "final", fits - 1)
     probs, emb = T.predict(final.model, x)
     others = fold < 0
     pred_probs[others] = probs[others]
@@ -180,6 +182,7 @@ def _compile(
     from .train import cpu_capability
 
     t0 = time.perf_counter()
+    report_progress(phase="pixels", desc="decoding images", fraction=0.0)
     size, channels = resolve_input(spec.input, ex)
     x = pixels(repo.store, repo.dir / "cache", ex, size, channels)
     tr, va, te = ex.where("train"), ex.where("valid"), ex.where("test")
@@ -188,6 +191,7 @@ def _compile(
     run = _cross_fit(x, ex, spec, mean, std, show)
     t_train = time.perf_counter()
     model = run.final.model
+    report_progress(phase="export", desc="exporting ONNX", fraction=1.0)
     weights, onnx_bytes, onnx_diff = _export(model, x[np.concatenate([va, te])[:256]], (channels, size[0], size[1]))
     m = _metrics(ex, run)
     lineage = {

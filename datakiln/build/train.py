@@ -19,6 +19,7 @@ import torch
 from torch import nn
 
 from .. import interrupt
+from ..progress import report_progress
 from .models import Classifier
 from .spec import AugmentSpec, Spec
 
@@ -176,12 +177,25 @@ def accuracy(model: Classifier, x: np.ndarray, y: np.ndarray, batch: int = 512) 
 
 
 class EpochBar:
-    """One line per fit on stderr: ``final  epoch 12/30  loss 0.123  valid 0.981`` (when enabled)."""
+    """One line per fit on stderr: ``final  epoch 12/30  loss 0.123  valid 0.981`` (when enabled),
+    and a progress event for ``kiln ui`` (fit ``fit`` of ``fits``)."""
 
-    def __init__(self, desc: str, epochs: int, enabled: bool) -> None:
+    def __init__(self, desc: str, epochs: int, enabled: bool, *, fit: int = 0, fits: int = 1) -> None:
         self.desc, self.epochs, self.enabled = desc, epochs, enabled
+        self.fit, self.fits = fit, fits
 
     def __call__(self, epoch: int, loss: float, acc: float | None) -> None:
+        report_progress(
+            phase="train",
+            desc=self.desc,
+            fit=self.fit + 1,
+            fits=self.fits,
+            epoch=epoch + 1,
+            epochs=self.epochs,
+            loss=loss,
+            valid=acc,
+            fraction=(self.fit + (epoch + 1) / self.epochs) / self.fits,
+        )
         if not self.enabled:
             return
         done = int(30 * (epoch + 1) / self.epochs)

@@ -1,0 +1,71 @@
+"""``kiln ui``: a local web app over the library (FastAPI + uvicorn; imported only by ``kiln ui``)."""
+
+from __future__ import annotations
+
+import errno
+import ipaddress
+import socket
+import sys
+import threading
+from pathlib import Path
+
+from ..errors import InputError
+from ..workspace import Workspace
+
+DEFAULT_PORT = 8765
+PORT_TRIES = 20  # without an explicit --port, the next free one of 8765..8784
+
+
+def is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def bind(host: str, port: int | None) -> socket.socket:
+    """A listening socket on ``host:port``; with no port, the first free one from DEFAULT_PORT."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    tries = [port] if port is not None else list(range(DEFAULT_PORT, DEFAULT_PORT + PORT_TRIES))
+    for p in tries:
+        sock = socket.socket(family, socket.SOCK_STREAM)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            sock.bind((host, p))
+        except OSError as e:
+            sock.close()
+            if e.errno == errno.EADDRINUSE and len(tries) > 1:
+                continue
+            raise InputError(f"cannot listen on {host}:{p} ({e.strerror}); pass --port N, or --port 0 for any") from None
+        sock.listen(128)
+        return sock
+    raise InputError(f"ports {tries[0]}-{tries[-1]} are all in use; pass --port N, or --port 0 for any free port")
+
+
+def serve(path: str | Path = ".", *, host: str = "127.0.0.1", port: int | None = None) -> None:
+    """Serve the repository at ``path`` until Ctrl-C; prints the URL once it accepts connections."""
+    import uvicorn
+
+    from .app import create_app
+
+    ws = Workspace(path)
+    sock = bind(host, port)
+    real_port = sock.getsockname()[1]
+    loopback = is_loopback(host)
+    hosts = {f"{h}:{real_port}" for h in ("127.0.0.1", "localhost", "[::1]")} if loopback else None
+    app = create_app(ws, hosts=hosts)
+    if not loopback:
+        print(
+            f"kiln ui: warning: listening on {host}, not loopback: anyone who can reach it can read this "
+            "repository, and anyone who can load its page can change it",
+            file=sys.stderr,
+        )
+    shown = "127.0.0.1" if loopback else host
+    landing = "review" if ws.builds() else "gallery"
+    server = uvicorn.Server(uvicorn.Config(app, log_level="warning", access_log=False, lifespan="off"))
+    # Warm the gallery while the first page loads: it is the one slow read (~0.3 s at 100k).
+    threading.Thread(target=ws.gallery_of, daemon=True).start()
+    print(f"kiln ui: serving {ws.repo.root} at http://{shown}:{real_port}/{landing}  (Ctrl-C stops)", flush=True)
+    server.run(sockets=[sock])

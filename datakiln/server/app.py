@@ -1,0 +1,292 @@
+"""The HTTP layer of ``kiln ui``: routes that call ``datakiln.workspace.Workspace`` and nothing else.
+
+Security model (a local app that can change a repository):
+* the server binds 127.0.0.1 unless told otherwise, and then only answers requests whose Host
+  is a loopback name with its port, which stops DNS-rebinding pages from reading it;
+* GET never changes anything; every other method needs the per-process token, which only a page
+  served by this server can read (it is in the HTML), and an Origin, when sent, of this server;
+* no path in a request reaches the filesystem: images are named by blob id (64 hex digits),
+  examples by id, builds and jobs by ids checked by the library; static files come from the
+  package's own directory.
+"""
+
+from __future__ import annotations
+
+import json
+import secrets
+from collections.abc import Awaitable, Callable
+from importlib import resources
+from typing import Any
+
+from fastapi import FastAPI, Request
+from fastapi.responses import HTMLResponse, Response
+from fastapi.staticfiles import StaticFiles
+from starlette.concurrency import run_in_threadpool
+
+from ..errors import (
+    BuildNotFound,
+    ExampleNotFound,
+    InputError,
+    KilnError,
+    MissingObject,
+    NothingToCommit,
+    RevisionNotFound,
+)
+from ..gallery import Query
+from ..workspace import Workspace, check_pairs
+
+TOKEN_HEADER = "x-kiln-token"
+PAGES = ("", "gallery", "example", "review", "label", "changes", "history", "builds")
+IMMUTABLE = "public, max-age=31536000, immutable"
+SECURITY_HEADERS = {
+    "X-Content-Type-Options": "nosniff",
+    "X-Frame-Options": "DENY",
+    "Referrer-Policy": "no-referrer",
+    "Content-Security-Policy": "default-src 'self'; img-src 'self' data:; style-src 'self' 'unsafe-inline'; "
+    "frame-ancestors 'none'",
+}
+NOT_FOUND = (ExampleNotFound, BuildNotFound, RevisionNotFound, MissingObject)
+
+
+def ui_file(name: str) -> str:
+    return (resources.files("datakiln") / "ui" / name).read_text()
+
+
+def as_json(obj: Any, status: int = 200) -> Response:
+    # json.dumps directly: FastAPI's encoder walks every value in Python, slow for 20k-point maps.
+    return Response(json.dumps(obj, ensure_ascii=False), status_code=status, media_type="application/json")
+
+
+def error(status: int, message: str) -> Response:
+    return as_json({"error": message}, status)
+
+
+def create_app(ws: Workspace, *, token: str | None = None, hosts: set[str] | None = None) -> FastAPI:
+    """The app over ``ws``. ``hosts``: the Host headers to answer (None: any, when not on loopback)."""
+    token = token or secrets.token_urlsafe(24)
+    app = FastAPI(title="kiln ui", docs_url=None, redoc_url=None, openapi_url=None)
+    shell = ui_file("index.html").replace("{{token}}", token).replace("{{name}}", _html(ws.repo.root.name))
+
+    @app.middleware("http")
+    async def guard(request: Request, call_next: Callable[[Request], Awaitable[Response]]) -> Response:
+        host = request.headers.get("host", "")
+        if hosts is not None and host not in hosts:
+            return error(403, f"host {host!r} is not this server; open http://{sorted(hosts)[0]}/")
+        if request.method not in ("GET", "HEAD"):
+            if not secrets.compare_digest(request.headers.get(TOKEN_HEADER, ""), token):
+                return error(403, "missing or wrong X-Kiln-Token; reload the page served by 'kiln ui'")
+            origin = request.headers.get("origin")
+            if origin is not None and origin != f"{request.url.scheme}://{host}":
+                return error(403, f"origin {origin!r} may not change this repository")
+        response = await call_next(request)
+        for k, v in SECURITY_HEADERS.items():
+            response.headers.setdefault(k, v)
+        return response
+
+    @app.exception_handler(KilnError)
+    async def kiln_error(request: Request, e: Exception) -> Response:
+        code = 404 if isinstance(e, NOT_FOUND) else 409 if isinstance(e, NothingToCommit) else 400
+        return error(code, str(e))
+
+    app.mount("/static", StaticFiles(packages=[("datakiln", "ui/static")]), name="static")
+    _image_routes(app, ws)
+    _read_routes(app, ws)
+    _write_routes(app, ws)
+
+    @app.get("/{path:path}")
+    def page(path: str) -> Response:
+        if path.split("/", 1)[0] not in PAGES:
+            return error(404, f"no page /{path}")
+        return HTMLResponse(shell, headers={"Cache-Control": "no-store"})
+
+    return app
+
+
+def _html(s: str) -> str:
+    return s.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;").replace('"', "&quot;")
+
+
+def _image_routes(app: FastAPI, ws: Workspace) -> None:
+    def send(request: Request, blob: str, get: Callable[[str], tuple[bytes, str]]) -> Response:
+        etag = f'"{blob}"'
+        if request.headers.get("if-none-match") == etag:
+            return Response(status_code=304, headers={"ETag": etag, "Cache-Control": IMMUTABLE})
+        data, ctype = get(blob)
+        return Response(data, media_type=ctype, headers={"ETag": etag, "Cache-Control": IMMUTABLE})
+
+    @app.get("/img/{blob}")
+    def image(request: Request, blob: str) -> Response:
+        return send(request, blob, ws.image)
+
+    @app.get("/thumb/{blob}")
+    def thumb(request: Request, blob: str) -> Response:
+        return send(request, blob, ws.thumbnail)
+
+    @app.get("/api/examples/{eid}/thumb")
+    def thumb_of(request: Request, eid: str) -> Response:
+        return send(request, ws.blob_of(eid), ws.thumbnail)
+
+
+def _flag(v: str | None) -> bool:
+    return v in ("1", "true", "yes", "on")
+
+
+def _int(v: str | None, default: int, name: str) -> int:
+    if v in (None, ""):
+        return default
+    try:
+        return int(v)  # type: ignore[arg-type]
+    except ValueError:
+        raise InputError(f"{name}={v!r} is not a whole number") from None
+
+
+def _read_routes(app: FastAPI, ws: Workspace) -> None:
+    @app.get("/api/status")
+    def status() -> Response:
+        return as_json(ws.status())
+
+    @app.get("/api/facets")
+    def facets(build: str | None = None) -> Response:
+        return as_json(ws.facets(build))
+
+    @app.get("/api/gallery")
+    def gallery(request: Request) -> Response:
+        p = request.query_params
+        q = Query(
+            label=p.get("label") or None,
+            split=p.get("split") or None,
+            source=p.get("source") or None,
+            meta=p.get("meta") or None,
+            issue=_flag(p.get("issue")),
+            unlabeled=_flag(p.get("unlabeled")),
+            given=p.get("given") or None,
+            predicted=p.get("predicted") or None,
+            wrong=_flag(p.get("wrong")),
+            search=p.get("search") or None,
+            sort=p.get("sort") or "added",
+            offset=_int(p.get("offset"), 0, "offset"),
+            limit=_int(p.get("limit"), 100, "limit"),
+        )
+        return as_json(ws.gallery(q, p.get("build") or None))
+
+    @app.get("/api/examples/{eid}")
+    def example(eid: str) -> Response:
+        return as_json(ws.example(eid))
+
+    @app.get("/api/review")
+    def review_items(build: str | None = None) -> Response:
+        return as_json(ws.review_items(build))
+
+    @app.get("/api/queue")
+    def label_queue() -> Response:
+        return as_json(ws.label_queue())
+
+    @app.get("/api/changes")
+    def changes() -> Response:
+        return as_json(ws.changes())
+
+    @app.get("/api/log")
+    def log(n: str | None = None, offset: str | None = None) -> Response:
+        return as_json(ws.log(min(_int(n, 50, "n"), 500), _int(offset, 0, "offset")))
+
+    @app.get("/api/commits/{rev}")
+    def show(rev: str) -> Response:
+        return as_json(ws.show(rev))
+
+    @app.get("/api/compare")
+    def compare(a: str, b: str) -> Response:
+        return as_json(ws.compare(a, b))
+
+    @app.get("/api/builds")
+    def builds() -> Response:
+        return as_json(ws.build_list())
+
+    @app.get("/api/builds/{bid}/report")
+    def report(bid: str) -> Response:
+        return as_json(ws.report(bid))
+
+    @app.get("/api/builds/{bid}/map")
+    def embedding_map(bid: str) -> Response:
+        return as_json(ws.embedding_map(bid))
+
+    @app.get("/api/compare-builds")
+    def compare_builds(a: str, b: str) -> Response:
+        return as_json(ws.compare_builds(a, b))
+
+    @app.get("/api/jobs/{jid}")
+    def job(jid: str) -> Response:
+        return as_json(ws.job(jid))
+
+
+async def _body(request: Request) -> dict[str, Any]:
+    try:
+        body = await request.json()
+    except ValueError:
+        raise InputError("the request body is not JSON") from None
+    if not isinstance(body, dict):
+        raise InputError("the request body must be a JSON object")
+    return body
+
+
+def _ids(body: dict[str, Any]) -> list[str]:
+    ids = body.get("ids")
+    if not isinstance(ids, list) or not ids or not all(isinstance(x, str) for x in ids):
+        raise InputError('expected {"ids": ["example id", ...]}')
+    return ids
+
+
+def _write_routes(app: FastAPI, ws: Workspace) -> None:
+    # async + run_in_threadpool: the body is read on the event loop, the repository work in a thread.
+    @app.post("/api/label")
+    async def label(request: Request) -> Response:
+        pairs = check_pairs((await _body(request)).get("items"))
+        return as_json(await run_in_threadpool(ws.label, pairs))
+
+    @app.post("/api/accept")
+    async def accept(request: Request) -> Response:
+        return as_json(await run_in_threadpool(ws.accept, _ids(await _body(request))))
+
+    @app.post("/api/keep")
+    async def keep(request: Request) -> Response:
+        return as_json(await run_in_threadpool(ws.keep, _ids(await _body(request))))
+
+    @app.post("/api/restore")
+    async def restore(request: Request) -> Response:
+        b = await _body(request)
+        if not isinstance(b.get("id"), str):
+            raise InputError('expected {"id": ..., "label": ..., "source": ..., "kept": ...}')
+        await run_in_threadpool(ws.restore, b["id"], b.get("label"), b.get("source"), b.get("kept"))
+        return as_json({"ok": True})
+
+    @app.post("/api/queue")
+    async def fill_queue(request: Request) -> Response:
+        b = await _body(request)
+        n, strategy = b.get("n", 20), b.get("strategy", "auto")
+        if not isinstance(n, int) or not isinstance(strategy, str):
+            raise InputError('expected {"n": 20, "strategy": "auto"}')
+        return as_json(await run_in_threadpool(ws.fill_queue, n, strategy))
+
+    @app.post("/api/commit")
+    async def commit(request: Request) -> Response:
+        message = (await _body(request)).get("message")
+        if not isinstance(message, str):
+            raise InputError('expected {"message": "why the labels changed"}')
+        return as_json({"commit": await run_in_threadpool(ws.commit, message)})
+
+    @app.post("/api/discard")
+    async def discard(request: Request) -> Response:
+        b = await _body(request)
+        await run_in_threadpool(ws.discard, _ids(b) if "ids" in b else None)
+        return as_json({"ok": True})
+
+    @app.post("/api/builds")
+    async def start_build(request: Request) -> Response:
+        b = await _body(request)
+        rev, overrides = b.get("rev") or "HEAD", b.get("overrides") or {}
+        if not isinstance(rev, str) or not isinstance(overrides, dict):
+            raise InputError('expected {"rev": "HEAD", "overrides": {"epochs": 10}}')
+        return as_json(await run_in_threadpool(ws.start_build, rev, overrides))
+
+    @app.post("/api/jobs/{jid}/cancel")
+    async def cancel(jid: str) -> Response:
+        return as_json(await run_in_threadpool(ws.cancel_job, jid))

@@ -1,0 +1,742 @@
+// kiln ui: plain JavaScript, no build step. Every number and label comes from the JSON API; this
+// file only draws it and sends the user's decisions back. DOM is built with h() (text nodes,
+// never innerHTML from data), so labels and file names cannot inject markup.
+"use strict";
+
+const TOKEN = document.querySelector('meta[name="kiln-token"]').content;
+const main = document.getElementById("main");
+let page = { onKey: null, cleanup: null };
+
+// ---- plumbing -------------------------------------------------------------------------------
+function h(tag, attrs, ...kids) {
+  const el = document.createElement(tag);
+  for (const [k, v] of Object.entries(attrs || {})) {
+    if (v === null || v === undefined || v === false) continue;
+    if (k.startsWith("on")) el.addEventListener(k.slice(2), v);
+    else if (k === "style") el.style.cssText = v;
+    else el.setAttribute(k, v === true ? "" : v);
+  }
+  for (const kid of kids.flat(Infinity)) {
+    if (kid === null || kid === undefined || kid === false) continue;
+    el.append(kid instanceof Node ? kid : document.createTextNode(String(kid)));
+  }
+  return el;
+}
+
+// replaceChildren with h()'s rules: arrays flattened, null/false skipped, strings as text.
+function put(el, ...kids) {
+  el.replaceChildren(...kids.flat(Infinity).filter((k) => k !== null && k !== undefined && k !== false)
+    .map((k) => (k instanceof Node ? k : document.createTextNode(String(k)))));
+}
+
+function toast(msg) {
+  const t = document.getElementById("toast");
+  t.textContent = msg;
+  t.classList.add("show");
+  clearTimeout(toast.timer);
+  toast.timer = setTimeout(() => t.classList.remove("show"), 6000);
+}
+
+function saveState(state, text) {
+  const s = document.getElementById("save-state");
+  s.className = state;
+  s.textContent = text;
+}
+
+async function api(path, body) {
+  const opts = body === undefined ? {} : {
+    method: "POST",
+    headers: { "Content-Type": "application/json", "X-Kiln-Token": TOKEN },
+    body: JSON.stringify(body),
+  };
+  if (body !== undefined) saveState("saving", "saving…");
+  let res;
+  try {
+    res = await fetch(path, opts);
+  } catch (e) {
+    if (body !== undefined) saveState("failed", "not saved: server unreachable");
+    toast("The kiln ui server is not answering; is 'kiln ui' still running?");
+    throw e;
+  }
+  const data = res.headers.get("content-type")?.includes("json") ? await res.json() : null;
+  if (!res.ok) {
+    const msg = (data && data.error) || `${res.status} ${res.statusText}`;
+    if (body !== undefined) saveState("failed", "not saved");
+    toast(msg);
+    throw new Error(msg);
+  }
+  if (body !== undefined) {
+    saveState("saved", "saved ✓ " + new Date().toLocaleTimeString());
+    refreshStatus();
+  }
+  return data;
+}
+
+const short = (id) => (id ? id.slice(0, 10) : "");
+const pct = (x) => (x === null || x === undefined ? "n/a" : (100 * x).toFixed(1) + "%");
+const when = (t) => new Date(t * 1000).toLocaleString();
+const thumb = (blob, cls) => h("img", { src: `/thumb/${blob}`, loading: "lazy", alt: "", class: cls || "thumb" });
+const link = (href, ...kids) => h("a", { href, "data-nav": true }, ...kids);
+const params = () => new URLSearchParams(location.search);
+
+function navigate(href) {
+  history.pushState(null, "", href);
+  route();
+}
+
+document.addEventListener("click", (e) => {
+  const a = e.target.closest("a[data-nav]");
+  if (!a || e.ctrlKey || e.metaKey || e.shiftKey || e.button !== 0) return;
+  e.preventDefault();
+  navigate(a.getAttribute("href"));
+});
+window.addEventListener("popstate", route);
+
+// Keys are handled one after another: a decision waits for the previous one to be saved, so
+// fast typing labels successive examples instead of the same one twice.
+let keyChain = Promise.resolve();
+document.addEventListener("keydown", (e) => {
+  const t = e.target;
+  const typing = t instanceof HTMLInputElement || t instanceof HTMLTextAreaElement || t instanceof HTMLSelectElement;
+  if (!page.onKey || typing || e.altKey || e.metaKey) return;
+  if (["Enter", "/", "ArrowLeft", "ArrowRight"].includes(e.key)) e.preventDefault();
+  const handler = page.onKey;
+  const ev = { key: e.key, ctrlKey: e.ctrlKey, preventDefault: () => {} };
+  keyChain = keyChain.then(() => (page.onKey === handler ? handler(ev) : null)).catch(() => {});
+});
+
+let statusCache = null;
+async function refreshStatus() {
+  try {
+    statusCache = await api("/api/status");
+  } catch (e) {
+    return;
+  }
+  const s = statusCache;
+  document.getElementById("branch").textContent =
+    (s.branch ? "on " + s.branch : "detached") + " · " + (s.head ? short(s.head) : "no commits") +
+    (s.build ? " · build " + short(s.build.id) + (s.stale_build ? " (older than HEAD)" : "") : " · no build yet");
+  const staged = s.staged.added + s.staged.removed + s.staged.relabeled;
+  document.getElementById("n-staged").textContent = staged || "";
+}
+
+async function route() {
+  if (page.cleanup) page.cleanup();
+  page = { onKey: null, cleanup: null };
+  const parts = location.pathname.split("/").filter(Boolean);
+  const name = parts[0] || (statusCache && statusCache.build ? "review" : "gallery");
+  for (const a of document.querySelectorAll("#nav a")) a.classList.toggle("active", a.dataset.page === name);
+  const views = { gallery, example, review, label, changes, history: historyPage, builds: buildsPage };
+  put(main, h("p", { class: "muted" }, "Loading…"));
+  try {
+    await (views[name] || gallery)(parts.slice(1));
+  } catch (e) {
+    put(main, h("p", { class: "bad" }, String(e.message || e)));
+  }
+}
+
+// ---- gallery ---------------------------------------------------------------------------------
+const FILTERS = ["label", "split", "source", "meta", "given", "predicted", "search", "sort", "build"];
+const FLAGS = ["issue", "unlabeled", "wrong"];
+
+async function gallery() {
+  const p = params();
+  const facets = await api("/api/facets" + (p.get("build") ? "?build=" + encodeURIComponent(p.get("build")) : ""));
+  const q = new URLSearchParams(p);
+  q.set("limit", "100");
+  const data = await api("/api/gallery?" + q);
+  const set = (k, v) => {
+    const n = new URLSearchParams(location.search);
+    if (v) n.set(k, v); else n.delete(k);
+    n.delete("offset");
+    navigate("/gallery?" + n);
+  };
+  const select = (key, title, values, labels) =>
+    h("label", {}, title,
+      h("select", { name: key, onchange: (e) => set(key, e.target.value) },
+        key === "sort" ? null : h("option", { value: "" }, "any"),
+        values.map((v, i) => h("option", { value: v, selected: p.get(key) === v }, labels ? labels[i] : v))));
+  const metaValues = Object.entries(facets.meta).flatMap(([k, vs]) => vs.map((v) => `${k}=${v}`));
+  const hasBuild = !!facets.build;
+  const filters = h("div", { class: "filters" },
+    h("label", {}, "search (id or file name)",
+      h("input", { type: "search", name: "search", value: p.get("search") || "",
+        onchange: (e) => set("search", e.target.value.trim()) })),
+    select("label", "label", facets.labels),
+    select("split", "split", facets.splits),
+    select("source", "label source", facets.sources),
+    metaValues.length ? select("meta", "metadata slice", metaValues) : null,
+    FLAGS.map((f) => h("label", { class: "check" },
+      h("input", { type: "checkbox", name: f, checked: p.get(f) === "1", disabled: f !== "unlabeled" && !hasBuild,
+        onchange: (e) => set(f, e.target.checked ? "1" : "") }),
+      { issue: "suspected label error", unlabeled: "unlabeled", wrong: "model disagrees" }[f])),
+    select("sort", "sort by", ["added", "id", "issue", "uncertainty", "confidence"],
+      ["order added", "id", "issue score", "uncertainty", "confidence"]),
+    h("div", { class: "chips" },
+      ["given", "predicted", "build"].filter((k) => p.get(k)).map((k) =>
+        h("span", { class: "chip" }, `${k}: ${k === "build" ? short(p.get(k)) : p.get(k)} `,
+          h("a", { href: "#", onclick: (e) => { e.preventDefault(); set(k, ""); } }, "×")))),
+    hasBuild ? h("p", { class: "muted" }, "predictions: build ", link(`/builds/${facets.build}`, short(facets.build)))
+      : h("p", { class: "muted" }, "no build yet: ", link("/builds", "start one"), " for predictions and issues"));
+  const offset = data.offset;
+  const pageTo = (o) => { const n = new URLSearchParams(location.search); n.set("offset", o); navigate("/gallery?" + n); };
+  const pager = h("div", { class: "pager" },
+    h("button", { disabled: offset === 0, onclick: () => pageTo(Math.max(0, offset - 100)) }, "‹ prev"),
+    h("span", { id: "gallery-count" },
+      data.total ? `${offset + 1}–${offset + data.items.length} of ${data.total.toLocaleString()}` : "no examples match"),
+    h("button", { disabled: offset + 100 >= data.total, onclick: () => pageTo(offset + 100) }, "next ›"));
+  const grid = h("div", { class: "grid", id: "gallery-grid" }, data.items.map(card));
+  put(main, h("div", { class: "gallery" }, filters, h("div", {}, pager, grid)));
+  page.onKey = (e) => {
+    if (e.key === "ArrowRight" && offset + 100 < data.total) pageTo(offset + 100);
+    if (e.key === "ArrowLeft" && offset > 0) pageTo(Math.max(0, offset - 100));
+  };
+}
+
+function card(it) {
+  const disagrees = it.predicted && it.label && it.predicted !== it.label;
+  return h("a", { class: "card" + (it.issue ? " issue" : ""), href: `/example/${it.id}`, "data-nav": true,
+    "data-id": it.id, title: `${it.name || it.id}\nlabel ${it.label ?? "none"} (${it.source ?? "-"})` +
+      (it.predicted ? `\npredicted ${it.predicted} ${pct(it.confidence)}` : "") },
+    thumb(it.blob),
+    h("div", { class: "cap" },
+      h("span", { class: "lab" }, it.label ?? "—"),
+      disagrees ? h("span", { class: "pred" }, "→ " + it.predicted) : null,
+      h("span", { class: "muted mono" }, it.id.slice(0, 6))));
+}
+
+// ---- one example -----------------------------------------------------------------------------
+async function example(parts) {
+  const ex = await api("/api/examples/" + encodeURIComponent(parts[0] || ""));
+  const classes = statusCache && statusCache.build ? statusCache.build.classes : [];
+  const input = h("input", { list: "class-list", name: "label", value: ex.label ?? "", size: 12 });
+  const save = async () => {
+    const label = input.value.trim() || null;
+    await api("/api/label", { items: [{ id: ex.id, label }] });
+    route();
+  };
+  put(main, 
+    h("p", {}, h("a", { href: "#", onclick: (e) => { e.preventDefault(); history.back(); } }, "‹ back")),
+    h("div", { class: "queue" },
+      h("div", {}, h("img", { class: "big", src: `/img/${ex.blob}`, alt: ex.name || ex.id })),
+      h("div", {},
+        h("h1", {}, ex.name || short(ex.id)),
+        h("p", { class: "mono" }, ex.id),
+        h("p", {}, "label ", h("span", { class: "big-label" }, ex.label ?? "none"), " ",
+          h("span", { class: "muted" }, `(${ex.source ?? "-"})`), ex.kept ? " · kept by a reviewer" : ""),
+        h("p", {}, `split ${ex.split} · ${ex.width}×${ex.height}`,
+          Object.entries(ex.meta).map(([k, v]) => ` · ${k}=${v}`)),
+        h("div", { class: "commit-form" }, input, h("datalist", { id: "class-list" }, classes.map((c) => h("option", { value: c }))),
+          h("button", { class: "primary", onclick: save }, "Save label")),
+        ex.issue ? h("p", { class: "bad" }, `suspected label error #${ex.issue}: the model suggests ${ex.suggested}`) : null,
+        ex.probs ? [h("h2", {}, `prediction of build ${short(ex.build)}: ${ex.predicted} (${pct(ex.confidence)})`), probBars(ex.probs, 10)] : h("p", { class: "muted" }, "no prediction (no build has seen this example)"),
+        h("h2", {}, "label history"),
+        h("table", {}, h("tr", {}, h("th", {}, "when"), h("th", {}, "commit"), h("th", {}, "label"), h("th", {}, "by"), h("th", {}, "message")),
+          ex.history.map((e) => h("tr", {},
+            h("td", {}, when(e.label_time || e.time)),
+            h("td", { class: "mono" }, e.commit ? link(`/history/${e.commit}`, short(e.commit)) : "staged"),
+            h("td", {}, e.event === "removed" ? "removed" : (e.label ?? "none")),
+            h("td", {}, e.source ?? "-"),
+            h("td", {}, e.message)))))));
+}
+
+function probBars(probs, n) {
+  const top = Object.entries(probs).sort((a, b) => b[1] - a[1]).slice(0, n);
+  return h("div", { class: "bars" }, top.map(([c, p]) => h("div", { class: "bar" },
+    h("span", {}, c), h("span", {}, h("span", { class: "fill", style: `width:${(100 * p).toFixed(1)}%` })),
+    h("span", { class: "muted" }, pct(p)))));
+}
+
+// ---- the queues: shared keyboard machinery ---------------------------------------------------
+// Digit keys pick a class by its index (shown on its button); "/" opens type-ahead for any class.
+function classButtons(classes, selected, given, pick) {
+  return h("div", { class: "classes", id: "classes" }, classes.map((c, i) =>
+    h("button", { class: (c === selected ? "selected " : "") + (c === given ? "given" : ""), "data-class": c,
+      onclick: () => pick(c) }, i < 10 ? h("kbd", {}, String(i)) : null, " ", c)));
+}
+
+function typeAhead(classes, pick) {
+  const input = h("input", { list: "ta-list", id: "type-ahead", placeholder: "type a class, Enter", size: 16,
+    onkeydown: (e) => {
+      if (e.key === "Enter") {
+        const v = input.value.trim();
+        const hit = classes.find((c) => c.toLowerCase() === v.toLowerCase()) ||
+          classes.find((c) => c.toLowerCase().startsWith(v.toLowerCase()));
+        if (v) pick(hit || v);
+        e.preventDefault();
+      } else if (e.key === "Escape") { input.blur(); }
+    } });
+  return h("span", {}, input, h("datalist", { id: "ta-list" }, classes.map((c) => h("option", { value: c }))));
+}
+
+function keysPanel(rows) {
+  return h("div", { class: "keys", id: "keys" }, h("strong", {}, "Keys"),
+    rows.map(([k, what]) => h("div", {}, [].concat(k).map((x) => h("kbd", {}, x)), " ", what)));
+}
+
+function digitClass(e, classes) {
+  if (e.key.length === 1 && e.key >= "0" && e.key <= "9" && !e.ctrlKey) {
+    const i = Number(e.key);
+    return i < classes.length ? classes[i] : null;
+  }
+  return null;
+}
+
+// ---- review queue: suspected label errors -----------------------------------------------------
+async function review() {
+  const data = await api("/api/review");
+  const items = data.items;
+  const classes = data.classes;
+  const undo = [];
+  let pos = 0;
+  let reviewed = 0;
+  document.getElementById("n-review").textContent = data.total || "";
+  if (!data.build) {
+    put(main, h("div", { class: "done" }, "No build yet, so no suspected label errors. ",
+      link("/builds", "Start a build"), " to find them."));
+    return;
+  }
+  const act = async (kind, label) => {
+    const it = items[pos];
+    if (!it) return;
+    const before = { id: it.id, label: it.label, source: it.source, kept: null };
+    if (kind === "accept") await api("/api/accept", { ids: [it.id] });
+    else if (kind === "keep") await api("/api/keep", { ids: [it.id] });
+    else await api("/api/label", { items: [{ id: it.id, label }] });
+    undo.push({ pos, before, item: it });
+    it.done = kind === "accept" ? it.suggested : kind === "keep" ? it.label : label;
+    reviewed += 1;
+    next();
+  };
+  const next = () => {
+    pos += 1;
+    while (pos < items.length && items[pos].done) pos += 1;
+    draw();
+  };
+  const undoLast = async () => {
+    const u = undo.pop();
+    if (!u) return;
+    await api("/api/restore", u.before);
+    u.item.done = null;
+    reviewed -= 1;
+    pos = u.pos;
+    draw();
+  };
+  const draw = () => {
+    const it = items[pos];
+    const remaining = items.filter((x) => !x.done).length;
+    document.getElementById("n-review").textContent = remaining || "";
+    const keys = keysPanel([["a", "accept the suggestion"], ["k", "keep the given label"],
+      [["0", "–", "9"], "relabel as that class"], ["/", "type a class"], [["s", "→"], "skip"], ["←", "previous"],
+      ["u", "undo the last decision"]]);
+    if (!it) {
+      put(main, h("div", { class: "queue" }, h("div", { class: "done", id: "review-done" },
+        `Reviewed ${reviewed} of ${items.length}. `, remaining ? `${remaining} skipped. ` : "",
+        link("/changes", "See the staged changes"), " and commit them."), h("div"), keys));
+      return;
+    }
+    const pick = (c) => act("label", c);
+    put(main, h("div", { class: "queue", id: "review-item", "data-id": it.id },
+      h("div", {}, h("img", { class: "big", src: `/img/${it.blob}`, alt: it.name || it.id }),
+        h("p", { class: "muted mono" }, it.name || it.id)),
+      h("div", {},
+        h("p", { class: "muted" }, `suspect ${pos + 1} of ${items.length}` + (data.total > items.length ? ` (first ${items.length} of ${data.total})` : "") + ` · ${remaining} to go`),
+        h("p", {}, "given ", h("span", { class: "big-label", id: "given" }, it.label), " ",
+          h("span", { class: "muted" }, `(${it.source}) · p=${it.score === null ? "n/a" : it.score.toFixed(3)}`)),
+        h("p", {}, "suggested ", h("span", { class: "big-label ok", id: "suggested" }, it.suggested), " ",
+          h("span", { class: "muted" }, `(model ${pct(it.confidence)})`)),
+        h("div", { class: "form-row" },
+          h("button", { class: "primary", onclick: () => act("accept") }, h("kbd", {}, "a"), " accept ", it.suggested),
+          h("button", { onclick: () => act("keep") }, h("kbd", {}, "k"), " keep ", it.label),
+          h("button", { onclick: next }, h("kbd", {}, "s"), " skip"),
+          h("button", { onclick: undoLast, disabled: !undo.length }, h("kbd", {}, "u"), " undo")),
+        classButtons(classes, null, it.label, pick), typeAhead(classes, pick)),
+      keys));
+  };
+  page.onKey = (e) => {
+    if (e.key === "a" || e.key === "Enter") return act("accept");
+    if (e.key === "k") return act("keep");
+    if (e.key === "s" || e.key === "ArrowRight") return next();
+    if (e.key === "ArrowLeft" && pos > 0) { pos -= 1; return draw(); }
+    if (e.key === "u" || (e.key === "z" && e.ctrlKey)) return undoLast();
+    if (e.key === "/") return document.getElementById("type-ahead")?.focus();
+    const c = digitClass(e, classes);
+    return c !== null ? act("label", c) : null;
+  };
+  draw();
+}
+
+// ---- labelling queue ----------------------------------------------------------------------------
+async function label() {
+  const data = await api("/api/queue");
+  const items = data.items;
+  const classes = data.classes;
+  const undo = [];
+  let pos = 0;
+  let done = 0;
+  let selected = items.length ? items[0].suggestion : null;
+  document.getElementById("n-label").textContent = items.length || "";
+  const fill = async () => {
+    const n = Number(document.getElementById("fill-n").value) || 20;
+    const strategy = document.getElementById("fill-strategy").value;
+    await api("/api/queue", { n, strategy });
+    route();
+  };
+  if (!items.length) {
+    put(main, h("div", { class: "done", id: "queue-empty" },
+      h("p", {}, "The labelling queue is empty. Choose unlabeled examples to label next: uncertain and diverse (",
+        h("span", { class: "mono" }, "kiln queue"), ")."),
+      h("div", { class: "form-row" },
+        h("label", {}, "how many", h("input", { id: "fill-n", type: "number", value: 20, min: 1, max: 1000 })),
+        h("label", {}, "strategy", h("select", { id: "fill-strategy" },
+          ["auto", "margin", "entropy", "least-confidence", "badge", "coreset", "random"].map((s) => h("option", {}, s)))),
+        h("button", { class: "primary", id: "fill", onclick: fill }, "Choose examples"))));
+    page.onKey = (e) => (e.key === "Enter" ? fill() : null);
+    return;
+  }
+  const save = async (lab) => {
+    const it = items[pos];
+    if (!it || !lab) return;
+    await api("/api/label", { items: [{ id: it.id, label: lab }] });
+    undo.push({ pos, before: { id: it.id, label: it.label, source: it.source, kept: null }, item: it });
+    it.done = lab;
+    done += 1;
+    advance();
+  };
+  const advance = () => {
+    pos += 1;
+    while (pos < items.length && items[pos].done) pos += 1;
+    selected = items[pos] ? items[pos].suggestion : null;
+    draw();
+  };
+  const undoLast = async () => {
+    const u = undo.pop();
+    if (!u) return;
+    await api("/api/restore", u.before);
+    u.item.done = null;
+    done -= 1;
+    pos = u.pos;
+    selected = u.item.suggestion;
+    draw();
+  };
+  const draw = () => {
+    const it = items[pos];
+    const remaining = items.filter((x) => !x.done).length;
+    document.getElementById("n-label").textContent = remaining || "";
+    const keys = keysPanel([["Enter", "confirm the selected class"], [["0", "–", "9"], "label as that class"],
+      ["/", "type a class (new ones too)"], [["s", "→"], "skip"], ["←", "previous"], ["u", "undo the last label"]]);
+    if (!it) {
+      put(main, h("div", { class: "queue" }, h("div", { class: "done", id: "label-done" },
+        `Labelled ${done}. `, remaining ? `${remaining} skipped. ` : "", link("/changes", "See the staged changes"),
+        " or ", h("button", { onclick: () => api("/api/queue", { n: 20, strategy: "auto" }).then(route) }, "choose 20 more")),
+        h("div"), keys));
+      return;
+    }
+    put(main, h("div", { class: "queue", id: "label-item", "data-id": it.id },
+      h("div", {}, h("img", { class: "big", src: `/img/${it.blob}`, alt: it.name || it.id }),
+        h("p", { class: "muted mono" }, it.name || it.id)),
+      h("div", {},
+        h("p", { class: "muted" }, `${pos + 1} of ${items.length} · ${remaining} to go`),
+        it.suggestion ? h("p", {}, "suggestion ", h("span", { class: "big-label", id: "suggestion" }, it.suggestion), " ",
+          h("span", { class: "muted" }, `from ${it.suggestion_from}` + (it.confidence !== null ? ` · ${pct(it.confidence)}` : "")))
+          : h("p", { class: "muted" }, "no suggestion: pick a class"),
+        classButtons(classes, selected, null, save),
+        h("div", { class: "form-row" }, typeAhead(classes, save),
+          h("button", { class: "primary", disabled: !selected, onclick: () => save(selected) }, h("kbd", {}, "Enter"), " confirm ", selected ?? ""),
+          h("button", { onclick: advance }, h("kbd", {}, "s"), " skip"),
+          h("button", { onclick: undoLast, disabled: !undo.length }, h("kbd", {}, "u"), " undo"))),
+      keys));
+  };
+  page.onKey = (e) => {
+    if (e.key === "Enter") return save(selected);
+    if (e.key === "s" || e.key === "ArrowRight") return advance();
+    if (e.key === "ArrowLeft" && pos > 0) { pos -= 1; selected = items[pos].done || items[pos].suggestion; return draw(); }
+    if (e.key === "u" || (e.key === "z" && e.ctrlKey)) return undoLast();
+    if (e.key === "/") return document.getElementById("type-ahead")?.focus();
+    const c = digitClass(e, classes);
+    return c !== null ? save(c) : null;
+  };
+  draw();
+}
+
+// ---- changes ------------------------------------------------------------------------------------
+async function changes() {
+  const data = await api("/api/changes");
+  const st = data.staged;
+  const msg = h("input", { id: "commit-message", placeholder: "why the labels changed (Ctrl+Enter commits)",
+    onkeydown: (e) => { if (e.key === "Enter" && (e.ctrlKey || e.metaKey)) commit(); } });
+  const commit = async () => {
+    const r = await api("/api/commit", { message: msg.value });
+    navigate(`/history/${r.commit}`);
+  };
+  const discardAll = async () => {
+    if (!confirm("Discard every staged change? This cannot be undone.")) return;
+    await api("/api/discard", {});
+    route();
+  };
+  const anything = st.added + st.removed + st.relabeled > 0 || data.merge;
+  put(main, 
+    h("h1", {}, "Changes"),
+    h("p", {}, `${data.total} label edit(s) staged` + (st.added ? `, ${st.added} example(s) imported` : "") +
+      (st.removed ? `, ${st.removed} removed` : "") + (data.merge ? `; merging ${short(data.merge.theirs)}` : "")),
+    anything ? h("div", { class: "commit-form" }, msg,
+      h("button", { class: "primary", id: "commit", onclick: commit }, "Commit"),
+      h("button", { onclick: discardAll }, "Discard all")) : h("p", { class: "muted" }, "Nothing staged. Label in the queues or the gallery."),
+    data.edits.length ? h("table", { class: "row-list", id: "edits" },
+      h("tr", {}, h("th", {}, "example"), h("th", {}, "old → new"), h("th", {}, "by"), h("th", {}, "")),
+      data.edits.map((e) => h("tr", { "data-id": e.id },
+        h("td", {}, h("span", { class: "pair" }, e.blob ? thumb(e.blob) : null, link(`/example/${e.id}`, h("span", { class: "mono" }, short(e.id))))),
+        h("td", {}, `${e.old ?? "none"} → `, h("strong", {}, e.new ?? "none"), e.old === e.new ? h("span", { class: "muted" }, " (confirmed)") : null),
+        h("td", {}, e.source ?? "-"),
+        h("td", {}, h("button", { onclick: async () => { await api("/api/discard", { ids: [e.id] }); route(); } }, "revert"))))) : null,
+    data.total > data.edits.length ? h("p", { class: "muted" }, `showing ${data.edits.length} of ${data.total}`) : null);
+  msg.focus();
+}
+
+// ---- history --------------------------------------------------------------------------------------
+async function historyPage(parts) {
+  if (parts[0] === "compare") return diffPage(await api(`/api/compare?a=${encodeURIComponent(params().get("a"))}&b=${encodeURIComponent(params().get("b"))}`));
+  if (parts[0]) return diffPage(await api("/api/commits/" + encodeURIComponent(parts[0])));
+  const commits = await api("/api/log?n=200");
+  const picked = new Set();
+  const cmp = h("button", { disabled: true, onclick: () => {
+    const [b, a] = [...picked];
+    navigate(`/history/compare?a=${a}&b=${b}`);
+  } }, "Compare the two checked");
+  put(main, h("h1", {}, "History"), h("p", {}, cmp),
+    commits.length ? h("table", { id: "log" },
+      h("tr", {}, h("th", {}, ""), h("th", {}, "commit"), h("th", {}, "message"), h("th", {}, "author"), h("th", {}, "when"), h("th", { class: "num" }, "examples"), h("th", { class: "num" }, "labeled")),
+      commits.map((c) => h("tr", {},
+        h("td", {}, h("input", { type: "checkbox", "aria-label": "compare " + short(c.id), onchange: (e) => {
+          if (e.target.checked) picked.add(c.id); else picked.delete(c.id);
+          cmp.disabled = picked.size !== 2;
+        } })),
+        h("td", { class: "mono" }, link(`/history/${c.id}`, short(c.id))),
+        h("td", {}, link(`/history/${c.id}`, c.message)),
+        h("td", {}, c.author), h("td", {}, when(c.time)),
+        h("td", { class: "num" }, c.stats.examples ?? ""), h("td", { class: "num" }, c.stats.labeled ?? "")))) : h("p", { class: "muted" }, "No commits yet."));
+}
+
+function diffPage(d) {
+  const head = d.commit
+    ? [h("h1", {}, d.commit.message), h("p", { class: "muted" }, `commit ${d.commit.id} · ${d.commit.author} · ${when(d.commit.time)}`,
+        d.commit.parents.length ? [" · parent ", d.commit.parents.map((p) => link(`/history/${p}`, short(p)))] : " · first commit")]
+    : [h("h1", {}, `${short(d.a)} → ${short(d.b)}`)];
+  const c = d.counts;
+  const relabeled = h("div", { class: "grid", id: "diff-relabeled" }, d.relabeled.map((r) =>
+    h("a", { class: "card", href: `/example/${r.id}`, "data-nav": true },
+      thumb(r.blob), h("div", { class: "cap" }, h("span", {}, `${r.old ?? "none"} → `, h("strong", {}, r.new ?? "none"))),
+      h("div", { class: "cap muted" }, r.source ?? ""))));
+  const plain = (rows, id) => h("div", { class: "grid", id }, rows.map((r) =>
+    h("a", { class: "card", href: `/example/${r.id}`, "data-nav": true }, thumb(r.blob), h("div", { class: "cap" }, r.label ?? "—"))));
+  put(main, h("p", {}, link("/history", "‹ history")), ...head,
+    h("p", { id: "diff-counts" }, `${c.added} added, ${c.removed} removed, ${c.relabeled} relabeled`),
+    c.relabeled ? [h("h2", {}, "relabeled"), relabeled] : null,
+    c.added ? [h("h2", {}, `added` + (c.added > d.added.length ? ` (first ${d.added.length})` : "")), plain(d.added, "diff-added")] : null,
+    c.removed ? [h("h2", {}, "removed"), plain(d.removed, "diff-removed")] : null);
+}
+
+// ---- builds -----------------------------------------------------------------------------------------
+async function buildsPage(parts) {
+  if (parts[0] === "compare") return compareBuilds(params().get("a"), params().get("b"));
+  if (parts[0]) return reportPage(parts[0]);
+  const data = await api("/api/builds");
+  const field = (name, title, value) => h("label", {}, title, h("input", { name, value: value ?? "", placeholder: "spec" }));
+  const form = h("div", { class: "form-row" },
+    h("label", {}, "commit", h("input", { name: "rev", value: "HEAD" })),
+    field("epochs", "epochs"), field("width", "width"), field("folds", "folds"),
+    h("button", { class: "primary", id: "start-build", onclick: async () => {
+      const overrides = {};
+      for (const k of ["epochs", "width", "folds"]) {
+        const v = form.querySelector(`[name=${k}]`).value.trim();
+        if (v) overrides[k] = Number(v);
+      }
+      const job = await api("/api/builds", { rev: form.querySelector("[name=rev]").value.trim() || "HEAD", overrides });
+      watchJob(job.id);
+    } }, "Start build"));
+  const picked = new Set();
+  const cmp = h("button", { disabled: true, onclick: () => { const [b, a] = [...picked]; navigate(`/builds/compare?a=${a}&b=${b}`); } }, "Compare the two checked");
+  put(main, h("h1", {}, "Builds"), form, h("div", { id: "job" }),
+    h("h2", {}, "finished builds"), h("p", {}, cmp),
+    data.builds.length ? h("table", { id: "build-list" },
+      h("tr", {}, h("th", {}, ""), h("th", {}, "build"), h("th", {}, "commit"), h("th", {}, "when"), h("th", { class: "num" }, "valid"), h("th", { class: "num" }, "test"), h("th", { class: "num" }, "seconds"), h("th", {}, "model")),
+      data.builds.map((b) => h("tr", {},
+        h("td", {}, h("input", { type: "checkbox", "aria-label": "compare " + short(b.id), onchange: (e) => {
+          if (e.target.checked) picked.add(b.id); else picked.delete(b.id);
+          cmp.disabled = picked.size !== 2;
+        } })),
+        h("td", { class: "mono" }, link(`/builds/${b.id}`, short(b.id))),
+        h("td", { class: "mono" }, link(`/history/${b.commit}`, short(b.commit))),
+        h("td", {}, when(b.created)),
+        h("td", { class: "num" }, pct(b.metrics.valid.accuracy)), h("td", { class: "num" }, pct(b.metrics.test.accuracy)),
+        h("td", { class: "num" }, b.seconds.toFixed(1)),
+        h("td", {}, `${b.spec.model.arch} ×${b.spec.model.width}, ${b.spec.train.epochs} epochs`)))) : h("p", { class: "muted" }, "No builds yet."));
+  const running = data.jobs.find((j) => j.state === "running");
+  if (running) watchJob(running.id);
+}
+
+function watchJob(id) {
+  const box = document.getElementById("job");
+  let stop = false;
+  page.cleanup = () => { stop = true; };
+  const tick = async () => {
+    if (stop || !document.body.contains(box)) return;
+    let j;
+    try { j = await api("/api/jobs/" + id); } catch (e) { return; }
+    const p = j.progress || {};
+    const frac = j.state === "done" ? 1 : (p.fraction || 0);
+    const what = p.phase === "train" ? `${p.desc}: epoch ${p.epoch}/${p.epochs}, loss ${p.loss.toFixed(4)}` +
+      (p.valid !== null && p.valid !== undefined ? `, valid ${pct(p.valid)}` : "") : (p.desc || "starting");
+    put(box, h("p", {}, `build job ${j.id}: `, h("strong", { id: "job-state" }, j.state), " · ",
+        j.state === "running" ? what : j.state === "done" ? link(`/builds/${j.build}`, "open the report") : (j.error || "")),
+      h("div", { class: "progress", role: "progressbar", "aria-valuenow": Math.round(100 * frac) },
+        h("span", { style: `width:${(100 * frac).toFixed(1)}%` })),
+      j.state === "running" ? h("button", { onclick: () => api(`/api/jobs/${id}/cancel`, {}) }, "Stop") : null);
+    if (j.state === "running") setTimeout(tick, 500);
+    else if (j.state === "done") { refreshStatus(); }
+  };
+  tick();
+}
+
+async function reportPage(id) {
+  const r = await api(`/api/builds/${encodeURIComponent(id)}/report`);
+  const m = r.metrics;
+  const held = r.confusion.split;
+  const cls = r.classes;
+  const conf = r.confusion.matrix;
+  const cell = (i, j) => {
+    const n = conf[i][j];
+    const href = `/gallery?build=${r.id}&split=${held}&given=${encodeURIComponent(cls[i])}&predicted=${encodeURIComponent(cls[j])}`;
+    return h("td", { class: "cell " + (n === 0 ? "zero" : i === j ? "diag" : "off"), "data-given": cls[i], "data-predicted": cls[j] },
+      n ? h("a", { href, "data-nav": true, title: `${n} ${held} example(s) labelled ${cls[i]}, predicted ${cls[j]}` }, n) : "0");
+  };
+  put(main, 
+    h("p", {}, link("/builds", "‹ builds")),
+    h("h1", {}, `Build ${short(r.id)}`),
+    h("p", { class: "muted" }, `commit `, link(`/history/${r.commit}`, short(r.commit)), ` · ${r.spec.model.arch} ×${r.spec.model.width} · ${r.training.epochs_run} epochs · ${r.seconds.total.toFixed(1)} s · `,
+      link(`/gallery?build=${r.id}&wrong=1`, "examples it gets wrong")),
+    h("div", { class: "report" },
+      h("div", {}, h("h2", {}, "accuracy"), h("table", {}, h("tr", {}, h("th", {}, "split"), h("th", { class: "num" }, "accuracy"), h("th", { class: "num" }, "n")),
+        ["valid", "test", "train_oos"].map((s) => h("tr", {}, h("td", {}, s === "train_oos" ? "train (out-of-sample)" : s),
+          h("td", { class: "num" }, pct(m[s].accuracy)), h("td", { class: "num" }, m[s].n)))),
+        h("h2", {}, `per class (${r.per_class.split})`),
+        h("table", {}, h("tr", {}, ["class", "precision", "recall", "F1", "n"].map((x) => h("th", { class: x === "class" ? "" : "num" }, x))),
+          r.per_class.classes.map((c) => h("tr", {}, h("td", {}, c.class), h("td", { class: "num" }, pct(c.precision)),
+            h("td", { class: "num" }, pct(c.recall)), h("td", { class: "num" }, pct(c.f1)), h("td", { class: "num" }, c.support ?? c.n))))),
+      h("div", {}, h("h2", {}, `confusion matrix (${held}; rows: label, columns: predicted; click a cell)`),
+        h("table", { class: "confusion", id: "confusion" }, h("tr", {}, h("th", {}, ""), cls.map((c) => h("th", { class: "num" }, c))),
+          cls.map((c, i) => h("tr", {}, h("th", {}, c), cls.map((_, j) => cell(i, j))))),
+        h("h2", {}, "slices"), slicesTable(r.slices))),
+    h("h2", {}, "embeddings map"), h("div", { id: "map-box" }, h("p", { class: "muted" }, "Loading the map…")));
+  embeddingMap(r.id);
+}
+
+function slicesTable(slices) {
+  const rows = Array.isArray(slices) ? slices : Object.entries(slices || {}).flatMap(([col, vals]) =>
+    Array.isArray(vals) ? vals.map((v) => ({ column: col, ...v })) : []);
+  if (!rows.length) return h("p", { class: "muted" }, "no slices");
+  const first = ["slice", "n", "accuracy", "low", "high"];
+  const keys = [...first.filter((k) => k in rows[0]),
+    ...Object.keys(rows[0]).filter((k) => !first.includes(k) && typeof rows[0][k] !== "object")];
+  return h("table", { id: "slices" }, h("tr", {}, keys.map((k) => h("th", {}, k))),
+    rows.slice(0, 40).map((s) => h("tr", {}, keys.map((k) => h("td", { class: typeof s[k] === "number" ? "num" : "" },
+      typeof s[k] === "number" && !Number.isInteger(s[k]) ? s[k].toFixed(3) : String(s[k]))))));
+}
+
+const PALETTE = ["#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2", "#7f7f7f", "#bcbd22", "#17becf"];
+
+async function embeddingMap(id) {
+  const box = document.getElementById("map-box");
+  const m = await api(`/api/builds/${encodeURIComponent(id)}/map`);
+  const W = 620, H = 460, pad = 10;
+  const canvas = h("canvas", { id: "map", width: W, height: H, "aria-label": "embeddings map; drag to lasso, click a point" });
+  const px = m.x.map((x) => pad + (x + 1) / 2 * (W - 2 * pad));
+  const py = m.y.map((y) => pad + (1 - (y + 1) / 2) * (H - 2 * pad));
+  let mode = "label";
+  let lasso = null;
+  let selected = [];
+  const sel = h("div", { class: "selection", id: "map-selection" });
+  const color = (i) => mode === "label"
+    ? (m.label[i] < 0 ? "#bbb" : PALETTE[m.label[i] % PALETTE.length])
+    : (m.label[i] < 0 ? "#bbb" : m.label[i] === m.pred[i] ? "#9ca3af" : "#dc2626");
+  const draw = () => {
+    const ctx = canvas.getContext("2d");
+    ctx.clearRect(0, 0, W, H);
+    const order = mode === "error" ? [...m.x.keys()].sort((a, b) => (m.label[a] !== m.pred[a]) - (m.label[b] !== m.pred[b])) : m.x.keys();
+    const chosen = new Set(selected);
+    for (const i of order) {
+      ctx.fillStyle = color(i);
+      ctx.globalAlpha = chosen.size && !chosen.has(i) ? 0.25 : 0.85;
+      ctx.fillRect(px[i] - 1.5, py[i] - 1.5, 3, 3);
+    }
+    ctx.globalAlpha = 1;
+    if (lasso && lasso.length > 1) {
+      ctx.strokeStyle = "#111"; ctx.beginPath(); ctx.moveTo(...lasso[0]);
+      for (const p of lasso) ctx.lineTo(...p);
+      ctx.stroke();
+    }
+  };
+  const inside = (x, y, poly) => {
+    let c = false;
+    for (let i = 0, j = poly.length - 1; i < poly.length; j = i++) {
+      const [xi, yi] = poly[i], [xj, yj] = poly[j];
+      if ((yi > y) !== (yj > y) && x < (xj - xi) * (y - yi) / (yj - yi) + xi) c = !c;
+    }
+    return c;
+  };
+  const pos = (e) => { const r = canvas.getBoundingClientRect(); return [e.clientX - r.left, e.clientY - r.top]; };
+  const showSelection = () => {
+    // The map sends ids only (it can hold 20,000 points): thumbnails are fetched by example id.
+    const shown = selected.slice(0, 200);
+    put(sel, selected.length ? h("p", {}, `${selected.length} selected` + (selected.length > 200 ? " (first 200 shown)" : "")) : null,
+      h("div", { class: "grid" }, shown.map((i) => h("a", { class: "card", href: `/example/${m.ids[i]}`, "data-nav": true, "data-id": m.ids[i] },
+        h("img", { src: `/api/examples/${m.ids[i]}/thumb`, class: "thumb", alt: "", loading: "lazy" }),
+        h("div", { class: "cap" }, h("span", {}, m.label[i] >= 0 ? m.classes[m.label[i]] : "—"),
+          m.label[i] !== m.pred[i] ? h("span", { class: "pred" }, "→ " + m.classes[m.pred[i]]) : null)))));
+  };
+  canvas.addEventListener("mousedown", (e) => { lasso = [pos(e)]; });
+  canvas.addEventListener("mousemove", (e) => { if (lasso) { lasso.push(pos(e)); draw(); } });
+  canvas.addEventListener("mouseup", (e) => {
+    const pts = lasso || [];
+    lasso = null;
+    if (pts.length < 4) {
+      const [x, y] = pos(e);
+      let best = -1, bd = 64;
+      for (const i of m.x.keys()) { const d = (px[i] - x) ** 2 + (py[i] - y) ** 2; if (d < bd) { bd = d; best = i; } }
+      if (best >= 0) navigate(`/example/${m.ids[best]}`);
+      draw();
+      return;
+    }
+    selected = [...m.x.keys()].filter((i) => inside(px[i], py[i], pts));
+    draw();
+    showSelection();
+  });
+  const toggle = h("select", { id: "map-color", onchange: (e) => { mode = e.target.value; draw(); } },
+    h("option", { value: "label" }, "colour by label"), h("option", { value: "error" }, "colour by error (red: model disagrees)"));
+  put(box, h("p", {}, toggle, h("span", { class: "muted" },
+    ` ${m.ids.length.toLocaleString()} of ${m.total.toLocaleString()} examples; PCA of the penultimate layer. Drag to lasso, click a point to open it.`)),
+    h("div", { style: "display:flex;gap:14px;align-items:start" }, canvas, h("div", {},
+      m.classes.map((c, i) => h("div", {}, h("span", { style: `color:${PALETTE[i % PALETTE.length]}` }, "■ "), c)))), sel);
+  draw();
+}
+
+async function compareBuilds(a, b) {
+  const d = await api(`/api/compare-builds?a=${encodeURIComponent(a)}&b=${encodeURIComponent(b)}`);
+  const grid = (rows, id) => h("div", { class: "grid", id }, rows.map((r) => h("a", { class: "card", href: `/example/${r.id}`, "data-nav": true },
+    r.blob ? thumb(r.blob) : null, h("div", { class: "cap" }, h("span", {}, r.label), h("span", {}, `${r.a} → ${r.b}`)))));
+  const delta = (x) => (x === null ? "n/a" : (x >= 0 ? "+" : "") + (100 * x).toFixed(1) + " pts");
+  put(main, h("p", {}, link("/builds", "‹ builds")),
+    h("h1", {}, `${short(d.a)} → ${short(d.b)}`),
+    h("table", {}, h("tr", {}, h("th", {}, "split"), h("th", { class: "num" }, short(d.a)), h("th", { class: "num" }, short(d.b)), h("th", { class: "num" }, "change")),
+      Object.entries(d.splits).map(([s, v]) => h("tr", {}, h("td", {}, s), h("td", { class: "num" }, pct(v.a)), h("td", { class: "num" }, pct(v.b)), h("td", { class: "num" }, delta(v.delta))))),
+    h("h2", {}, `newly wrong (${d.newly_wrong_count})`), grid(d.newly_wrong, "newly-wrong"),
+    h("h2", {}, `newly right (${d.newly_right_count})`), grid(d.newly_right, "newly-right"));
+}
+
+// ---- start ------------------------------------------------------------------------------------------
+refreshStatus().then(() => {
+  if (location.pathname === "/") history.replaceState(null, "", statusCache && statusCache.build ? "/review" : "/gallery");
+  route();
+  api("/api/review").then((r) => { document.getElementById("n-review").textContent = r.total || ""; }).catch(() => {});
+  api("/api/queue").then((r) => { document.getElementById("n-label").textContent = r.items.length || ""; }).catch(() => {});
+});

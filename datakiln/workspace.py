@@ -1,0 +1,377 @@
+"""``Workspace``: a repository held open for an interactive client (``kiln ui``).
+
+Everything here is the library's porcelain (``Repo``, ``datakiln.review``, build records) put in
+the shapes a client shows, with the expensive reads cached per *repository state*: HEAD, the
+stage file, the kept-labels file and the builds directory. Any writer (this process, another
+tab, ``kiln label`` in a terminal) changes one of those, so a cached read is never stale.
+
+Writes go through ``Repo`` and ``datakiln.review``, which lock the repository and write
+atomically; a write has reached the disk when the method returns. ``Repo`` is not thread-safe
+(its lock counts re-entry per process), so one ``RLock`` serialises this process's threads.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+from collections import OrderedDict
+from collections.abc import Callable, Iterable
+from functools import wraps
+from pathlib import Path
+from typing import Any, ParamSpec, TypeVar
+
+from . import history, review, thumbs
+from .build import jobs
+from .build.records import BuildRecord, builds_dir
+from .errors import InputError
+from .gallery import Gallery, Query
+from .repo import Repo
+from .table import Table, diff_tables
+
+P = ParamSpec("P")
+R = TypeVar("R")
+MAP_POINTS = 20_000  # the embeddings map draws at most this many points (a seeded sample)
+LIST_MAX = 1000  # review items, diff rows: more than anyone reads in one sitting
+
+
+def locked(fn: Callable[P, R]) -> Callable[P, R]:
+    @wraps(fn)
+    def run(*args: P.args, **kwargs: P.kwargs) -> R:
+        with args[0].lock:  # type: ignore[attr-defined]
+            return fn(*args, **kwargs)
+
+    return run
+
+
+def _stat(path: Path) -> tuple[int, int, int] | None:
+    try:
+        st = os.stat(path)
+    except FileNotFoundError:
+        return None
+    return st.st_mtime_ns, st.st_size, st.st_ino
+
+
+class Workspace:
+    def __init__(self, path: str | os.PathLike[str] = ".") -> None:
+        self.repo = Repo(path)
+        self.lock = threading.RLock()
+        self._galleries: OrderedDict[tuple[Any, ...], Gallery] = OrderedDict()
+        self._builds: tuple[Any, list[BuildRecord]] | None = None
+
+    # ---- state -----------------------------------------------------------------------------
+    def _key(self) -> tuple[Any, ...]:
+        d = self.repo.dir
+        return (self.repo.head(), _stat(d / "stage.json"), _stat(d / review.KEPT_FILE), self._builds_key())
+
+    def _builds_key(self) -> Any:
+        return _stat(builds_dir(self.repo))
+
+    @locked
+    def builds(self) -> list[BuildRecord]:
+        """Finished builds, oldest first (cached until the builds directory changes)."""
+        key = self._builds_key()
+        if self._builds is None or self._builds[0] != key:
+            self._builds = (key, self.repo.builds())
+        return self._builds[1]
+
+    def _build(self, ref: str | None) -> BuildRecord | None:
+        all_ = self.builds()
+        if not all_:
+            return None
+        if ref in (None, "", "latest"):
+            return all_[-1]
+        return self.repo.find_build(ref)
+
+    @locked
+    def gallery_of(self, build: str | None = None) -> Gallery:
+        """The gallery of the working table with ``build``'s predictions (default: the newest)."""
+        b = self._build(build)
+        key = (*self._key(), b.id if b else None)
+        g = self._galleries.get(key)
+        if g is None:
+            v = review.view(self.repo, b.id) if b else None
+            issues = review.issues_in(v, review.kept(self.repo)) if v else None
+            g = Gallery.of(self.repo.table(), v, issues)
+            self._galleries[key] = g
+            while len(self._galleries) > 2:
+                self._galleries.popitem(last=False)
+        return g
+
+    @locked
+    def status(self) -> dict[str, Any]:
+        """The header of every page: branch, HEAD, counts, staged edits, newest build."""
+        s = self.repo.status()
+        b = self._build(None)
+        s["build"] = None if b is None else _build_summary(b)
+        s["stale_build"] = b is not None and b.record["lineage"]["commit"] != s["head"]
+        s["root"] = str(self.repo.root)
+        s["name"] = self.repo.root.name
+        return s
+
+    # ---- gallery and examples -------------------------------------------------------------
+    def gallery(self, q: Query, build: str | None = None) -> dict[str, Any]:
+        return self.gallery_of(build).query(q)
+
+    def facets(self, build: str | None = None) -> dict[str, Any]:
+        return self.gallery_of(build).facets()
+
+    @locked
+    def example(self, eid: str) -> dict[str, Any]:
+        """One example: its gallery item, metadata, label history and the newest build's probabilities."""
+        g = self.gallery_of()
+        full = self.repo.find(eid)
+        i = g.index[full["id"]]
+        return {
+            **g.item(i),
+            "meta": full["meta"],
+            "width": full["width"],
+            "height": full["height"],
+            "probs": g.probabilities(i),
+            "build": g.build,
+            "kept": review.kept(self.repo).get(full["id"]),
+            "history": self._history(full["id"]),
+        }
+
+    def _history(self, eid: str) -> list[dict[str, Any]]:
+        staged = [e for e in self.repo.staged_edits() if e["id"] == eid]
+        events = [
+            {
+                "commit": None,
+                "message": "staged, not committed",
+                "author": None,
+                "time": e["time"],
+                "event": "labeled",
+                "label": e["new"],
+                "source": e["source"],
+                "label_time": e["time"],
+            }
+            for e in staged
+        ]
+        return events + history.example_history(self.repo, eid)
+
+    # ---- review queue: suspected label errors ------------------------------------------------
+    @locked
+    def review_items(self, build: str | None = None) -> dict[str, Any]:
+        """Suspected label errors still standing, most suspect first, with what the build says."""
+        g = self.gallery_of(build)
+        if g.build is None or g.issue_rank is None:
+            return {"build": None, "total": 0, "items": [], "classes": g.facets()["classes"]}
+        rows = sorted((int(r), i) for i, r in enumerate(g.issue_rank) if r > 0)
+        items = [{**g.item(i), "score": _given_prob(g, i)} for _, i in rows[:LIST_MAX]]
+        return {"build": g.build, "total": len(rows), "items": items, "classes": g.classes}
+
+    @locked
+    def accept(self, ids: list[str]) -> list[dict[str, Any]]:
+        g = self.gallery_of()
+        return review.accept(self.repo, ids, g.build, suggested={g.ids[i]: lab for i, lab in g.suggested.items()})
+
+    @locked
+    def keep(self, ids: list[str]) -> list[dict[str, Any]]:
+        return review.keep(self.repo, ids)
+
+    @locked
+    def label(self, pairs: Iterable[tuple[str, str | None]]) -> list[dict[str, Any]]:
+        pairs = list(pairs)
+        full = self.repo.label_many(pairs)
+        return [{"id": e, "label": lab} for e, (_, lab) in zip(full, pairs)]
+
+    @locked
+    def restore(self, eid: str, label: str | None, source: str | None, kept: str | None = None) -> None:
+        """Undo: put an example's label, source and kept mark back as they were."""
+        review.restore(self.repo, eid, label, source, was_kept=kept)
+
+    # ---- labelling queue ----------------------------------------------------------------------
+    @locked
+    def label_queue(self) -> dict[str, Any]:
+        """The queue (``kiln queue``) with each example's suggestion: a seeded label, else the
+        newest build's prediction."""
+        g = self.gallery_of()
+        items = []
+        for eid in review.pending(self.repo)[:LIST_MAX]:
+            i = g.index[eid]
+            it = g.item(i)
+            seeded = review.is_suggestion(it["source"])
+            it["suggestion"] = it["label"] if seeded else it["predicted"]
+            it["suggestion_from"] = it["source"] if seeded else (f"model:{g.build}" if it["predicted"] else None)
+            items.append(it)
+        classes = sorted(set(g.classes) | set(g.label_vocab))
+        return {"items": items, "classes": classes, "build": g.build}
+
+    @locked
+    def fill_queue(self, n: int = 20, strategy: str = "auto") -> list[dict[str, Any]]:
+        return review.queue(self.repo, n=n, strategy=strategy)
+
+    # ---- changes and commits ------------------------------------------------------------------
+    @locked
+    def changes(self) -> dict[str, Any]:
+        """Staged label edits with their images, and counts of staged imports and removals."""
+        work = self.repo.table()
+        edits = self.repo.staged_edits()
+        for e in edits[:LIST_MAX]:
+            e["blob"] = work.blobs[work.index[e["id"]]] if e["id"] in work else None
+        st = self.repo.status()
+        return {"edits": edits[:LIST_MAX], "total": len(edits), "staged": st["staged"], "merge": st["merge"]}
+
+    @locked
+    def commit(self, message: str) -> str:
+        return self.repo.commit(message)
+
+    @locked
+    def discard(self, ids: list[str] | None = None) -> None:
+        """Drop staged edits: those of ``ids``, or every staged change (``kiln reset``)."""
+        if ids is None:
+            self.repo.reset()
+        else:
+            self.repo.unstage(ids)
+
+    # ---- history -------------------------------------------------------------------------------
+    @locked
+    def log(self, n: int = 50, offset: int = 0) -> list[dict[str, Any]]:
+        commits = self.repo.log(n=offset + n)[offset:]
+        return [
+            {
+                "id": c.id,
+                "parents": c.parents,
+                "author": c.author,
+                "time": c.time,
+                "message": c.message,
+                "stats": c.stats,
+            }
+            for c in commits
+        ]
+
+    @locked
+    def show(self, rev: str) -> dict[str, Any]:
+        """A commit and its diff from its first parent, each row with the image's blob."""
+        c = self.repo.read_commit(self.repo.resolve(rev))
+        before = self.repo.table_at(c.parents[0]) if c.parents else Table()
+        after = self.repo.table_at(c.id)
+        commit = {"id": c.id, "parents": c.parents, "author": c.author, "time": c.time, "message": c.message}
+        return {"commit": commit, **_diff_with_blobs(before, after)}
+
+    @locked
+    def compare(self, a: str, b: str) -> dict[str, Any]:
+        ta, tb = self.repo.table_at(self.repo.resolve(a)), self.repo.table_at(self.repo.resolve(b))
+        return {"a": self.repo.resolve(a), "b": self.repo.resolve(b), **_diff_with_blobs(ta, tb)}
+
+    # ---- builds --------------------------------------------------------------------------------
+    @locked
+    def build_list(self) -> dict[str, Any]:
+        return {"builds": [_build_summary(b) for b in reversed(self.builds())], "jobs": jobs.list_jobs(self.repo)[:20]}
+
+    @locked
+    def report(self, build: str) -> dict[str, Any]:
+        from .build.report import report
+
+        b = self.repo.find_build(build)
+        out = report(b)
+        out["history"] = b.record["training"].get("history", [])
+        return out
+
+    @locked
+    def embedding_map(self, build: str, *, max_points: int = MAP_POINTS) -> dict[str, Any]:
+        """2-D projection of a build's embeddings: ``{ids, x, y, label, pred, classes, total}`` as
+        parallel lists (``label``: class index the build saw, -1 none; ``pred``: argmax)."""
+        import numpy as np
+
+        from .insight.embed import project_2d
+
+        b = self.repo.find_build(build)
+        arr, ids = b.arrays(), b.examples()["ids"]
+        xy = project_2d(arr["embeddings"])
+        pick = np.arange(len(ids))
+        if len(ids) > max_points:
+            pick = np.sort(np.random.default_rng(0).choice(len(ids), max_points, replace=False))
+        return {
+            "build": b.id,
+            "classes": b.record["classes"],
+            "total": len(ids),
+            "ids": [ids[i] for i in pick],
+            "x": np.round(xy[pick, 0], 4).tolist(),
+            "y": np.round(xy[pick, 1], 4).tolist(),
+            "label": arr["y"][pick].tolist(),
+            "pred": arr["pred_probs"][pick].argmax(axis=1).tolist(),
+        }
+
+    @locked
+    def compare_builds(self, a: str, b: str) -> dict[str, Any]:
+        from .build.report import compare
+
+        out = compare(self.repo.find_build(a), self.repo.find_build(b))
+        work = self.repo.table()
+        for row in (*out["newly_wrong"], *out["newly_right"]):
+            row["blob"] = work.blobs[work.index[row["id"]]] if row["id"] in work else None
+        return out
+
+    @locked
+    def start_build(self, rev: str = "HEAD", overrides: dict[str, Any] | None = None) -> dict[str, Any]:
+        return jobs.start(self.repo, rev, overrides)
+
+    @locked
+    def job(self, jid: str) -> dict[str, Any]:
+        return jobs.status(self.repo, jid)
+
+    @locked
+    def cancel_job(self, jid: str) -> dict[str, Any]:
+        return jobs.cancel(self.repo, jid)
+
+    # ---- images ------------------------------------------------------------------------------
+    def image(self, blob: str) -> tuple[bytes, str]:
+        return thumbs.image(self.repo.store, blob)
+
+    @locked
+    def blob_of(self, eid: str) -> str:
+        """The blob id of an example (an example's image never changes: ids name content)."""
+        g = self.gallery_of()
+        i = g.index.get(eid)
+        return g.blobs[i] if i is not None else str(self.repo.find(eid)["blob"])
+
+    def thumbnail(self, blob: str) -> tuple[bytes, str]:
+        return thumbs.thumbnail(self.repo.store, self.repo.dir / "cache", self.repo.tmp_dir, blob)
+
+
+def _given_prob(g: Gallery, i: int) -> float | None:
+    if g.given_prob is None or g.given_prob[i] != g.given_prob[i]:  # nan: no prediction
+        return None
+    return float(g.given_prob[i])
+
+
+def _build_summary(b: BuildRecord) -> dict[str, Any]:
+    r = b.record
+    return {
+        "id": b.id,
+        "created": r.get("created"),
+        "commit": r["lineage"]["commit"],
+        "spec": r["spec"],
+        "metrics": {s: r["metrics"][s] for s in ("valid", "test", "train_oos")},
+        "seconds": r["seconds"]["total"],
+        "classes": r["classes"],
+    }
+
+
+def _diff_with_blobs(a: Table, b: Table) -> dict[str, Any]:
+    """``diff_tables`` with each row's blob (from the side that has it), lists capped at LIST_MAX."""
+    d = diff_tables(a, b)
+
+    def rows(ids: list[str], t: Table) -> list[dict[str, Any]]:
+        return [{"id": e, "blob": t.blobs[t.index[e]], "label": t.cols["label"][t.index[e]]} for e in ids[:LIST_MAX]]
+
+    relabeled = [{**r, "blob": b.blobs[b.index[r["id"]]]} for r in d["relabeled"][:LIST_MAX]]
+    return {
+        "counts": {k: len(d[k]) for k in ("added", "removed", "relabeled")},
+        "added": rows(d["added"], b),
+        "removed": rows(d["removed"], a),
+        "relabeled": relabeled,
+    }
+
+
+def check_pairs(raw: Any) -> list[tuple[str, str | None]]:
+    """``[{"id": ..., "label": ...}, ...]`` from a client, checked for shape (labels are checked by Repo)."""
+    if not isinstance(raw, list) or not raw:
+        raise InputError('expected a non-empty list of {"id": ..., "label": ...}')
+    out = []
+    for x in raw:
+        if not (isinstance(x, dict) and isinstance(x.get("id"), str) and isinstance(x.get("label"), str | None)):
+            raise InputError(f'{str(x)[:80]} is not {{"id": "...", "label": "..."}}')
+        out.append((x["id"], x["label"]))
+    return out

@@ -1,0 +1,220 @@
+"""The real UI: Debian's Chromium, driven by Playwright, against a real ``kiln ui`` process.
+
+Screenshots of every page land in ``test-artifacts/ui/`` (or ``$KILN_ARTIFACTS/ui``).
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from .conftest import UIServer, kiln_json
+
+CHROMIUM = "/usr/bin/chromium"
+ARGS = [
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--no-first-run",
+]
+ARTIFACTS = Path(os.environ.get("KILN_ARTIFACTS", Path(__file__).resolve().parent.parent / "test-artifacts")) / "ui"
+
+pytestmark = pytest.mark.skipif(
+    not Path(CHROMIUM).exists() and not os.environ.get("CI"),
+    reason="needs Debian's chromium (apt-get install -y chromium); the README's test command installs it",
+)
+
+
+@pytest.fixture(scope="module")
+def browser() -> Iterator[Any]:
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as p:
+        b = p.chromium.launch(executable_path=CHROMIUM, headless=True, args=ARGS)
+        yield b
+        b.close()
+
+
+@pytest.fixture
+def page(browser: Any) -> Iterator[Any]:
+    ctx = browser.new_context(viewport={"width": 1280, "height": 800})
+    pg = ctx.new_page()
+    errors: list[str] = []
+    pg.on("pageerror", lambda e: errors.append(str(e)))
+    yield pg
+    ctx.close()
+    assert not errors, f"JavaScript errors: {errors}"
+
+
+def shot(page: Any, name: str) -> None:
+    ARTIFACTS.mkdir(parents=True, exist_ok=True)
+    page.screenshot(path=str(ARTIFACTS / f"{name}.png"), full_page=True)
+
+
+def wait_saved(page: Any) -> None:
+    page.wait_for_function("() => document.getElementById('save-state').className === 'saved'")
+
+
+def current(page: Any, sel: str) -> str:
+    return str(page.locator(sel).get_attribute("data-id"))
+
+
+def next_item(page: Any, sel: str, before: str) -> None:
+    """Wait until the queue shows another example (or is done)."""
+    page.wait_for_function(
+        "([sel, id]) => { const el = document.querySelector(sel); return !el || el.dataset.id !== id; }",
+        arg=[sel, before],
+    )
+
+
+def images_loaded(page: Any, sel: str) -> int:
+    """How many images under ``sel`` decoded (naturalWidth > 0) after they all settle."""
+    page.wait_for_function(
+        f"() => [...document.querySelectorAll('{sel} img')].every(i => i.complete)",
+    )
+    return int(page.evaluate(f"() => [...document.querySelectorAll('{sel} img')].filter(i => i.naturalWidth > 0).length"))
+
+
+def test_the_loop_by_keyboard(ui_server: UIServer, page: Any) -> None:
+    """Label 3 in the labelling queue, accept 2 in the review queue, commit, see it in History,
+    open a confusion-matrix cell as a filtered gallery."""
+    url = ui_server.url
+    page.goto(url + "/label")
+    page.wait_for_selector("#queue-empty")
+    shot(page, "label-empty")
+    page.keyboard.press("Enter")  # "Choose examples" (20, auto)
+    page.wait_for_selector("#label-item")
+    shot(page, "label-queue")
+    labelled = []
+    for key in ("Enter", "7", "Enter"):  # confirm the suggestion, pick class 7, confirm again
+        eid = current(page, "#label-item")
+        suggestion = page.locator("#suggestion").inner_text()
+        page.keyboard.press(key)
+        next_item(page, "#label-item", eid)
+        wait_saved(page)
+        labelled.append((eid, suggestion if key == "Enter" else "7"))
+
+    page.goto(url + "/review")
+    page.wait_for_selector("#review-item")
+    shot(page, "review-queue")
+    accepted = []
+    for _ in range(2):
+        eid = current(page, "#review-item")
+        suggested = page.locator("#suggested").inner_text()
+        page.keyboard.press("a")
+        next_item(page, "#review-item", eid)
+        wait_saved(page)
+        accepted.append((eid, suggested))
+
+    status = kiln_json("diff", cwd=ui_server.root)
+    staged = {r["id"]: r["new"] for r in status["relabeled"]}
+    assert staged == dict(labelled + accepted)
+
+    page.goto(url + "/changes")
+    page.wait_for_selector("#edits")
+    assert page.locator("#edits tr[data-id]").count() == 5
+    assert images_loaded(page, "#edits") == 5
+    shot(page, "changes")
+    page.fill("#commit-message", "label 3 from the queue, fix 2 suspected errors")
+    page.click("#commit")
+    page.wait_for_url(re.compile(r"/history/[0-9a-f]{64}$"))
+    page.wait_for_selector("#diff-counts")
+    assert page.locator("#diff-counts").inner_text() == "0 added, 0 removed, 5 relabeled"
+    assert images_loaded(page, "#diff-relabeled") == 5
+    shot(page, "commit")
+    head = kiln_json("log", "-n", "1", cwd=ui_server.root)[0]
+    assert head["message"] == "label 3 from the queue, fix 2 suspected errors"
+    assert page.url.endswith(head["id"])
+
+    page.goto(url + "/history")
+    page.wait_for_selector("#log")
+    assert "label 3 from the queue" in page.locator("#log").inner_text()
+    shot(page, "history")
+
+    page.goto(url + "/builds")
+    page.wait_for_selector("#build-list")
+    shot(page, "builds")
+    page.locator("#build-list a").first.click()
+    page.wait_for_selector("#confusion")
+    page.wait_for_selector("#map")
+    shot(page, "report")
+    # The fullest off-diagonal cell, else the fullest cell.
+    cells = page.locator("#confusion td.cell a")
+    counts = [int(cells.nth(i).inner_text()) for i in range(cells.count())]
+    off = [i for i in range(cells.count()) if "off" in (cells.nth(i).locator("xpath=..").get_attribute("class") or "")]
+    pick = max(off or range(len(counts)), key=lambda i: counts[i])
+    td = cells.nth(pick).locator("xpath=..")
+    given, predicted = td.get_attribute("data-given"), td.get_attribute("data-predicted")
+    cells.nth(pick).click()
+    page.wait_for_url(re.compile(r"/gallery\?"))
+    page.wait_for_selector("#gallery-grid")
+    assert f"given={given}" in page.url and f"predicted={predicted}" in page.url
+    assert page.locator("#gallery-count").inner_text().endswith(f"of {counts[pick]}")
+    assert page.locator("#gallery-grid .card").count() == counts[pick]
+    shot(page, "gallery-filtered")
+
+
+def test_gallery_filters_and_detail(ui_server: UIServer, page: Any) -> None:
+    page.goto(ui_server.url + "/gallery")
+    page.wait_for_selector("#gallery-grid .card")
+    assert page.locator("#gallery-count").inner_text() == "1–100 of 1,797"
+    assert images_loaded(page, "#gallery-grid") == 100
+    shot(page, "gallery")
+    page.check("input[name=issue]")
+    page.wait_for_url(re.compile(r"issue=1"))
+    page.wait_for_selector("#gallery-grid .card.issue")
+    n_issue = page.locator("#gallery-grid .card").count()
+    assert 0 < n_issue == page.locator("#gallery-grid .card.issue").count()
+    page.select_option("select[name=sort]", "issue")
+    page.wait_for_url(re.compile(r"sort=issue"))
+    page.locator("#gallery-grid .card").first.click()
+    page.wait_for_url(re.compile(r"/example/"))
+    page.wait_for_selector("text=label history")
+    assert "suspected label error #1" in page.inner_text("main")
+    shot(page, "example")
+    page.goto(ui_server.url + "/gallery?unlabeled=1")
+    page.wait_for_selector("#gallery-grid .card")
+    assert page.locator("#gallery-count").inner_text() == "1–40 of 40"
+
+
+def test_review_undo_and_keep(ui_server: UIServer, page: Any) -> None:
+    page.goto(ui_server.url + "/review")
+    page.wait_for_selector("#review-item")
+    first = current(page, "#review-item")
+    page.keyboard.press("k")  # keep the given label
+    next_item(page, "#review-item", first)
+    wait_saved(page)
+    page.keyboard.press("u")  # undo: back to the first suspect, nothing staged
+    page.wait_for_function(f"() => document.querySelector('#review-item').dataset.id === '{first}'")
+    wait_saved(page)
+    assert kiln_json("status", cwd=ui_server.root)["staged"]["relabeled"] == 0
+    page.keyboard.press("5")  # relabel as class 5 by digit key
+    next_item(page, "#review-item", first)
+    wait_saved(page)
+    assert kiln_json("diff", cwd=ui_server.root)["relabeled"][0]["id"] == first
+
+
+def test_start_a_build_with_live_progress(ui_server: UIServer, page: Any) -> None:
+    page.goto(ui_server.url + "/builds")
+    page.wait_for_selector("#start-build")
+    page.fill("input[name=epochs]", "2")
+    page.fill("input[name=folds]", "0")
+    page.click("#start-build")
+    page.wait_for_selector("#job .progress")
+    shot(page, "build-running")
+    page.wait_for_function("() => document.getElementById('job-state')?.textContent === 'done'", timeout=120_000)
+    assert len(kiln_json("builds", cwd=ui_server.root)) == 2
+
+
+def test_screen_1280x800_has_no_horizontal_scroll(ui_server: UIServer, page: Any) -> None:
+    for path in ("/gallery", "/review", "/changes", "/history", "/builds"):
+        page.goto(ui_server.url + path)
+        page.wait_for_load_state("networkidle")
+        assert page.evaluate("() => document.documentElement.scrollWidth") <= 1280, path
