@@ -186,7 +186,10 @@ class Gallery:
 
     def _search(self, text: str) -> np.ndarray:
         return np.array(
-            [eid.startswith(text) or (name is not None and text in name.lower()) for eid, name in zip(self.ids, self.names)]
+            [
+                eid.startswith(text) or (name is not None and text in name.lower())
+                for eid, name in zip(self.ids, self.names)
+            ]
         )
 
     @staticmethod
@@ -223,7 +226,12 @@ class Gallery:
         """``{total, offset, items: [...]}``: one page of the filtered, sorted gallery."""
         rows = self.order(np.flatnonzero(self.mask(q)), q.sort)
         page = rows[q.offset : q.offset + q.limit]
-        return {"total": int(len(rows)), "offset": q.offset, "build": self.build, "items": [self.item(int(i)) for i in page]}
+        return {
+            "total": int(len(rows)),
+            "offset": q.offset,
+            "build": self.build,
+            "items": [self.item(int(i)) for i in page],
+        }
 
     def rows(self, q: Query) -> list[int]:
         """Every row the query keeps, in its order (for lists, not pages)."""

@@ -215,6 +215,10 @@ class Repo:
         def add(stage: Stage, base: Table, work: Table) -> None:
             work.add_segment(oid, seg)
             stage.changes.add.append(oid)
+            # Importing an example whose removal is staged brings it back: the removal is dropped
+            # (a stage applies removals after adds, so keeping it would remove the import again).
+            back = set(seg.ids)
+            stage.changes.remove = [e for e in stage.changes.remove if e not in back]
 
         self._update_stage(add)
         return report

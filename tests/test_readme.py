@@ -5,7 +5,10 @@ from __future__ import annotations
 import re
 import shutil
 import subprocess
+import time
 from pathlib import Path
+
+import httpx
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -40,14 +43,26 @@ def test_readme_main_command_on_a_fresh_copy(tmp_path: Path) -> None:
             (src / f).parent.mkdir(parents=True, exist_ok=True)
             shutil.copy2(ROOT / f, src / f)
     cmd = readme_command("main-command")
-    proc = subprocess.run(["bash", "-c", cmd], cwd=src, capture_output=True, text=True, timeout=900)
-    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
-    assert "$ kiln commit -m 'relabel two ambiguous digits'" in proc.stdout
-    assert "0 added, 0 removed, 2 relabeled" in proc.stdout
-    assert "$ kiln build" in proc.stdout and "confusion matrix" in proc.stdout
-    assert "suspected label error(s)" in proc.stdout.split("$ kiln issues")[-1]
-    test_acc = float(re.search(r"test (\d\.\d+) \(n=", proc.stdout).group(1))  # type: ignore[union-attr]
-    assert test_acc >= 0.95, proc.stdout[-3000:]
+    assert cmd.endswith("kiln -C kiln-demo ui"), "the main command ends by starting the UI"
+    proc = subprocess.Popen(["bash", "-c", cmd], cwd=src, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    out, url = serve_line(proc)
+    try:
+        # The newcomer lands in the review queue of the model the demo just built.
+        assert url.endswith("/review"), out[-3000:]
+        page = httpx.get(url, timeout=30)
+        assert page.status_code == 200 and 'name="kiln-token"' in page.text
+        review = httpx.get(url.rsplit("/", 1)[0] + "/api/review", timeout=30).json()
+        assert review["build"] and review["total"] >= 1 and review["items"][0]["suggested"]
+    finally:
+        proc.terminate()
+        rest, err = proc.communicate(timeout=60)
+    out += rest
+    assert "$ kiln commit -m 'relabel two ambiguous digits'" in out
+    assert "0 added, 0 removed, 2 relabeled" in out
+    assert "$ kiln build" in out and "confusion matrix" in out
+    assert "suspected label error(s)" in out.split("$ kiln issues")[-1]
+    test_acc = float(re.search(r"test (\d\.\d+) \(n=", out).group(1))  # type: ignore[union-attr]
+    assert test_acc >= 0.95, out[-3000:]
     log = subprocess.run(
         [str(src / ".venv" / "bin" / "kiln"), "log", "relabel", "--json"],
         cwd=src / "kiln-demo",
@@ -56,3 +71,20 @@ def test_readme_main_command_on_a_fresh_copy(tmp_path: Path) -> None:
         check=True,
     )
     assert '"relabel two ambiguous digits"' in log.stdout
+
+
+def serve_line(proc: subprocess.Popen[str]) -> tuple[str, str]:
+    """Read the demo's output up to the UI's "serving ... at URL" line; (output so far, URL)."""
+    assert proc.stdout is not None
+    lines = []
+    deadline = time.monotonic() + 900
+    while time.monotonic() < deadline:
+        line = proc.stdout.readline()
+        if not line:
+            err = proc.stderr.read() if proc.stderr else ""
+            raise AssertionError("the main command ended before serving:\n" + "".join(lines)[-3000:] + err[-3000:])
+        lines.append(line)
+        if line.startswith("kiln ui: serving"):
+            return "".join(lines), line.split(" at ", 1)[1].split()[0]
+    proc.kill()
+    raise AssertionError("the main command did not start the UI in 15 minutes")

@@ -79,7 +79,9 @@ def images_loaded(page: Any, sel: str) -> int:
     page.wait_for_function(
         f"() => [...document.querySelectorAll('{sel} img')].every(i => i.complete)",
     )
-    return int(page.evaluate(f"() => [...document.querySelectorAll('{sel} img')].filter(i => i.naturalWidth > 0).length"))
+    return int(
+        page.evaluate(f"() => [...document.querySelectorAll('{sel} img')].filter(i => i.naturalWidth > 0).length")
+    )
 
 
 def test_the_loop_by_keyboard(ui_server: UIServer, page: Any) -> None:

@@ -30,7 +30,10 @@ def bind(host: str, port: int | None) -> socket.socket:
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
     tries = [port] if port is not None else list(range(DEFAULT_PORT, DEFAULT_PORT + PORT_TRIES))
     for p in tries:
-        sock = socket.socket(family, socket.SOCK_STREAM)
+        # IPPROTO_TCP, not 0: asyncio sets TCP_NODELAY on accepted sockets only when the listening
+        # socket says TCP, and without it every response on a kept-alive connection waits ~40 ms
+        # for the client's delayed ACK (uvicorn writes headers and body separately).
+        sock = socket.socket(family, socket.SOCK_STREAM, socket.IPPROTO_TCP)
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         try:
             sock.bind((host, p))
@@ -38,7 +41,9 @@ def bind(host: str, port: int | None) -> socket.socket:
             sock.close()
             if e.errno == errno.EADDRINUSE and len(tries) > 1:
                 continue
-            raise InputError(f"cannot listen on {host}:{p} ({e.strerror}); pass --port N, or --port 0 for any") from None
+            raise InputError(
+                f"cannot listen on {host}:{p} ({e.strerror}); pass --port N, or --port 0 for any"
+            ) from None
         sock.listen(128)
         return sock
     raise InputError(f"ports {tries[0]}-{tries[-1]} are all in use; pass --port N, or --port 0 for any free port")

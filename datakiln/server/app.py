@@ -135,7 +135,7 @@ def _int(v: str | None, default: int, name: str) -> int:
     if v in (None, ""):
         return default
     try:
-        return int(v)  # type: ignore[arg-type]
+        return int(v)
     except ValueError:
         raise InputError(f"{name}={v!r} is not a whole number") from None
 
