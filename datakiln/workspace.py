@@ -224,6 +224,29 @@ class Workspace:
         else:
             self.repo.unstage(ids)
 
+    @locked
+    def import_files(self, files: list[tuple[str, str | None, bytes]], *, folder: str = "upload") -> dict[str, Any]:
+        """Import images sent by a client: ``(file name, label or None, bytes)``, staged.
+
+        They go through the importer like ``kiln import``: every file is decoded and checked, and
+        one bad file refuses the whole batch, naming it. Names become ``upload/<file name>``.
+        """
+        from .sources.images import check_label, check_text
+        from .sources.scan import Candidate
+
+        if not files:
+            raise InputError("no files to import")
+        cands = []
+        for name, label, data in files:
+            base = name.replace("\\", "/").rsplit("/", 1)[-1].strip()
+            if base in ("", ".", ".."):
+                raise InputError(f"file name {name[:80]!r} is not a file name")
+            check_text(base, f"file name {base!r}")
+            lab = None if label in (None, "") else check_label(str(label), f"label for {base}")
+            cands.append(Candidate(name=f"{folder}/{base}", path=None, label=lab, data=data))
+        report = self.repo.import_candidates(cands, jobs=1)
+        return {"added": report.added, "present": report.present, "bad": report.bad}
+
     # ---- history -------------------------------------------------------------------------------
     @locked
     def log(self, n: int = 50, offset: int = 0) -> list[dict[str, Any]]:

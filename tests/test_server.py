@@ -370,3 +370,34 @@ def test_the_shell_page_escapes_the_repository_name(tmp_path: Path) -> None:
     datakiln.Repo.init(root)
     html = Client(root).get("/gallery").text
     assert "<title>kiln · a&lt;b&gt;&quot;c</title>" in html and "<b>" not in html
+
+
+def b64(data: bytes) -> str:
+    import base64
+
+    return base64.b64encode(data).decode()
+
+
+def test_uploads_are_checked_like_an_import(client: Client, built: datakiln.Repo) -> None:
+    from .conftest import png
+
+    good = {"name": "C:\\photos\\red.png", "label": "9", "data": b64(png((250, 0, 0)))}
+    bad = {"name": "notes.png", "label": "9", "data": b64(b"this is not a PNG")}
+    before = state_files(built.root)
+    r = client.post("/api/import", {"files": [good, bad]})
+    assert r.status_code == 400 and "notes.png" in r.json()["error"]
+    assert state_files(built.root) == before  # one bad file refuses the batch
+    for name in ("..", "a/..", ""):
+        r = client.post("/api/import", {"files": [{**good, "name": name}]})
+        assert r.status_code == 400, name
+    r = client.post("/api/import", {"files": [{**good, "data": "%%%"}]})
+    assert r.status_code == 400 and "base64" in r.json()["error"]
+    r = client.post("/api/import", {"files": [good]})
+    assert r.json() == {"added": 1, "present": 0, "bad": []}
+    row = client.get("/api/gallery?search=upload/red.png").json()["items"][0]
+    assert row["label"] == "9" and row["name"] == "upload/red.png"
+    assert client.post("/api/import", {"files": [good]}).json()["present"] == 1
+    big = client.request(
+        "POST", "/api/import", content=b"x", headers={"x-kiln-token": TOKEN, "content-length": str(2**30)}
+    )
+    assert big.status_code == 400 and "at most" in big.json()["error"]

@@ -220,3 +220,38 @@ def test_screen_1280x800_has_no_horizontal_scroll(ui_server: UIServer, page: Any
         page.goto(ui_server.url + path)
         page.wait_for_load_state("networkidle")
         assert page.evaluate("() => document.documentElement.scrollWidth") <= 1280, path
+
+
+def test_import_images_from_the_changes_page(ui_server: UIServer, page: Any, tmp_path: Path) -> None:
+    from .conftest import png
+
+    (tmp_path / "new.png").write_bytes(png((10, 200, 10), size=(40, 30)))
+    page.goto(ui_server.url + "/changes")
+    page.wait_for_selector("#import-files")
+    page.set_input_files("#import-files", str(tmp_path / "new.png"))
+    page.fill("#import-label", "7")
+    page.click("#import")
+    page.wait_for_function("() => document.getElementById('import-result').textContent.startsWith('1 added')")
+    row = kiln_json("ls", "--label", "7", cwd=ui_server.root)
+    assert "upload/new.png" in {r["name"] for r in row}
+
+
+def test_embeddings_map_lasso_and_click(ui_server: UIServer, page: Any) -> None:
+    bid = kiln_json("builds", cwd=ui_server.root)[0]["id"]
+    page.goto(f"{ui_server.url}/builds/{bid}")
+    page.wait_for_selector("#map")
+    page.locator("#map").scroll_into_view_if_needed()
+    box = page.locator("#map").bounding_box()
+    x0, y0, w, hgt = box["x"], box["y"], box["width"], box["height"]
+    page.mouse.move(x0 + 5, y0 + 5)
+    page.mouse.down()
+    for fx, fy in ((0.5, 0.02), (0.5, 0.5), (0.02, 0.5), (0.01, 0.01)):  # the top-left quarter
+        page.mouse.move(x0 + fx * w, y0 + fy * hgt, steps=5)
+    page.mouse.up()
+    page.wait_for_selector("#map-selection .card")
+    assert "selected" in page.locator("#map-selection").inner_text()
+    assert images_loaded(page, "#map-selection") == page.locator("#map-selection img").count() > 0
+    page.select_option("#map-color", "error")
+    shot(page, "map-lasso")
+    page.locator("#map-selection .card").first.click()
+    page.wait_for_url(re.compile(r"/example/[0-9a-f]{32}$"))

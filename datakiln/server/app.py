@@ -12,6 +12,7 @@ Security model (a local app that can change a repository):
 
 from __future__ import annotations
 
+import base64
 import json
 import secrets
 from collections.abc import Awaitable, Callable
@@ -38,6 +39,7 @@ from ..workspace import Workspace, check_pairs
 TOKEN_HEADER = "x-kiln-token"
 PAGES = ("", "gallery", "example", "review", "label", "changes", "history", "builds")
 IMMUTABLE = "public, max-age=31536000, immutable"
+UPLOAD_MAX = 64 * 1024 * 1024  # bytes a request; the page sends bigger selections in batches
 SECURITY_HEADERS = {
     "X-Content-Type-Options": "nosniff",
     "X-Frame-Options": "DENY",
@@ -235,6 +237,25 @@ def _ids(body: dict[str, Any]) -> list[str]:
     return ids
 
 
+def _files(raw: Any) -> list[tuple[str, str | None, bytes]]:
+    """``[{"name", "label", "data": base64}]`` from the page, checked for shape."""
+    if not isinstance(raw, list) or not raw:
+        raise InputError('expected {"files": [{"name": ..., "label": ..., "data": base64}, ...]}')
+    out = []
+    for f in raw:
+        if not (isinstance(f, dict) and isinstance(f.get("name"), str) and isinstance(f.get("data"), str)):
+            raise InputError('each file must be {"name": ..., "label": ..., "data": base64}')
+        label = f.get("label")
+        if label is not None and not isinstance(label, str):
+            raise InputError(f"label of {f['name'][:80]!r} must be text or null")
+        try:
+            data = base64.b64decode(f["data"], validate=True)
+        except ValueError:
+            raise InputError(f"{f['name'][:80]!r}: data is not base64") from None
+        out.append((f["name"], label, data))
+    return out
+
+
 def _write_routes(app: FastAPI, ws: Workspace) -> None:
     # async + run_in_threadpool: the body is read on the event loop, the repository work in a thread.
     @app.post("/api/label")
@@ -278,6 +299,14 @@ def _write_routes(app: FastAPI, ws: Workspace) -> None:
         b = await _body(request)
         await run_in_threadpool(ws.discard, _ids(b) if "ids" in b else None)
         return as_json({"ok": True})
+
+    @app.post("/api/import")
+    async def import_files(request: Request) -> Response:
+        size = int(request.headers.get("content-length") or 0)
+        if size > UPLOAD_MAX:
+            raise InputError(f"the upload is {size:,} bytes; send at most {UPLOAD_MAX:,} a request (the page does)")
+        files = _files((await _body(request)).get("files"))
+        return as_json(await run_in_threadpool(ws.import_files, files))
 
     @app.post("/api/builds")
     async def start_build(request: Request) -> Response:

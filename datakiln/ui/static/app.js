@@ -489,8 +489,51 @@ async function changes() {
         h("td", {}, `${e.old ?? "none"} → `, h("strong", {}, e.new ?? "none"), e.old === e.new ? h("span", { class: "muted" }, " (confirmed)") : null),
         h("td", {}, e.source ?? "-"),
         h("td", {}, h("button", { onclick: async () => { await api("/api/discard", { ids: [e.id] }); route(); } }, "revert"))))) : null,
-    data.total > data.edits.length ? h("p", { class: "muted" }, `showing ${data.edits.length} of ${data.total}`) : null);
+    data.total > data.edits.length ? h("p", { class: "muted" }, `showing ${data.edits.length} of ${data.total}`) : null,
+    importPanel());
   msg.focus();
+}
+
+// Images from this computer, imported like 'kiln import' (checked; one bad file refuses the batch).
+function importPanel() {
+  const files = h("input", { type: "file", id: "import-files", multiple: true, accept: "image/png,image/jpeg,image/webp" });
+  const label = h("input", { id: "import-label", placeholder: "label (empty: unlabeled)", size: 20 });
+  const out = h("span", { id: "import-result", class: "muted" });
+  const b64 = (file) => new Promise((ok, fail) => {
+    const r = new FileReader();
+    r.onload = () => ok(String(r.result).split(",", 2)[1] || "");
+    r.onerror = () => fail(r.error);
+    r.readAsDataURL(file);
+  });
+  const run = async () => {
+    const picked = [...files.files];
+    if (!picked.length) { toast("Choose image files first."); return; }
+    let batch = [], bytes = 0, added = 0, present = 0, sent = 0;
+    const flush = async () => {
+      if (!batch.length) return;
+      const r = await api("/api/import", { files: batch });
+      added += r.added; present += r.present; sent += batch.length;
+      put(out, `imported ${sent} of ${picked.length}…`);
+      batch = []; bytes = 0;
+    };
+    try {
+      for (const f of picked) {
+        if (bytes + f.size > 16 * 1024 * 1024) await flush();  // requests stay well under the server's limit
+        batch.push({ name: f.name, label: label.value.trim() || null, data: await b64(f) });
+        bytes += f.size;
+      }
+      await flush();
+      put(out, `${added} added, ${present} already in the repository (staged: commit to record them)`);
+      setTimeout(route, 1500);
+    } catch (e) {
+      put(out, h("span", { class: "bad" }, `stopped after ${sent} of ${picked.length}: ${e.message}`));
+    }
+  };
+  return h("div", {}, h("h2", {}, "import images"),
+    h("div", { class: "form-row" }, files, label, h("button", { id: "import", onclick: run }, "Import"), out),
+    h("p", { class: "muted" }, "Files are checked like ", h("span", { class: "mono" }, "kiln import"),
+      ": a file that is not a PNG, JPEG or WebP image refuses its batch, by name. They are named upload/FILE; ",
+      link("/gallery?search=upload/", "see them in the gallery"), "."));
 }
 
 // ---- history --------------------------------------------------------------------------------------
@@ -690,7 +733,7 @@ async function embeddingMap(id) {
     const shown = selected.slice(0, 200);
     put(sel, selected.length ? h("p", {}, `${selected.length} selected` + (selected.length > 200 ? " (first 200 shown)" : "")) : null,
       h("div", { class: "grid" }, shown.map((i) => h("a", { class: "card", href: `/example/${m.ids[i]}`, "data-nav": true, "data-id": m.ids[i] },
-        h("img", { src: `/api/examples/${m.ids[i]}/thumb`, class: "thumb", alt: "", loading: "lazy" }),
+        h("img", { src: `/api/examples/${m.ids[i]}/thumb`, class: "thumb", alt: "" }),
         h("div", { class: "cap" }, h("span", {}, m.label[i] >= 0 ? m.classes[m.label[i]] : "—"),
           m.label[i] !== m.pred[i] ? h("span", { class: "pred" }, "→ " + m.classes[m.pred[i]]) : null)))));
   };
