@@ -731,7 +731,16 @@ async function embeddingMap(id) {
   const showSelection = () => {
     // The map sends ids only (it can hold 20,000 points): thumbnails are fetched by example id.
     const shown = selected.slice(0, 200);
-    put(sel, selected.length ? h("p", {}, `${selected.length} selected` + (selected.length > 200 ? " (first 200 shown)" : "")) : null,
+    const bulk = h("input", { id: "bulk-label", list: "map-classes", placeholder: "class", size: 10 });
+    const labelAll = async () => {
+      const lab = bulk.value.trim();
+      if (!lab) { toast("Type the class to give every selected example."); return; }
+      if (!confirm(`Label all ${selected.length} selected examples as ${lab}?`)) return;
+      await api("/api/label", { items: selected.map((i) => ({ id: m.ids[i], label: lab })) });
+    };
+    put(sel, selected.length ? h("div", { class: "form-row" }, h("span", {}, `${selected.length} selected` + (selected.length > 200 ? " (first 200 shown)" : "")),
+      bulk, h("datalist", { id: "map-classes" }, m.classes.map((c) => h("option", { value: c }))),
+      h("button", { id: "bulk-apply", onclick: labelAll }, "label all selected (staged)")) : null,
       h("div", { class: "grid" }, shown.map((i) => h("a", { class: "card", href: `/example/${m.ids[i]}`, "data-nav": true, "data-id": m.ids[i] },
         h("img", { src: `/api/examples/${m.ids[i]}/thumb`, class: "thumb", alt: "" }),
         h("div", { class: "cap" }, h("span", {}, m.label[i] >= 0 ? m.classes[m.label[i]] : "—"),
@@ -754,12 +763,17 @@ async function embeddingMap(id) {
     draw();
     showSelection();
   });
-  const toggle = h("select", { id: "map-color", onchange: (e) => { mode = e.target.value; draw(); } },
-    h("option", { value: "label" }, "colour by label"), h("option", { value: "error" }, "colour by error (red: model disagrees)"));
+  const legend = h("div", { id: "map-legend" });
+  const drawLegend = () => put(legend, mode === "label"
+    ? m.classes.map((c, i) => h("div", {}, h("span", { style: `color:${PALETTE[i % PALETTE.length]}` }, "■ "), c))
+    : [["#9ca3af", "model agrees"], ["#dc2626", "model disagrees"], ["#bbb", "no label"]].map(([col, what]) =>
+      h("div", {}, h("span", { style: `color:${col}` }, "■ "), what)));
+  const toggle = h("select", { id: "map-color", onchange: (e) => { mode = e.target.value; drawLegend(); draw(); } },
+    h("option", { value: "label" }, "colour by label"), h("option", { value: "error" }, "colour by error"));
+  drawLegend();
   put(box, h("p", {}, toggle, h("span", { class: "muted" },
     ` ${m.ids.length.toLocaleString()} of ${m.total.toLocaleString()} examples; PCA of the penultimate layer. Drag to lasso, click a point to open it.`)),
-    h("div", { style: "display:flex;gap:14px;align-items:start" }, canvas, h("div", {},
-      m.classes.map((c, i) => h("div", {}, h("span", { style: `color:${PALETTE[i % PALETTE.length]}` }, "■ "), c)))), sel);
+    h("div", { style: "display:flex;gap:14px;align-items:start" }, canvas, legend), sel);
   draw();
 }
 
