@@ -25,7 +25,8 @@
     │   └── NotBuildable           too few labels or classes to train on
     ├── ConcurrencyError           another writer got there first; retry
     │   ├── LockTimeout
-    │   └── RefMoved
+    │   ├── RefMoved
+    │   └── LabelChanged           a label changed since the caller read it
     └── IntegrityError             the bytes on disk are not what they claim
         ├── CorruptObject
         ├── MissingObject
@@ -124,6 +125,10 @@ class NotBuildable(StateError):
 
 class ConcurrencyError(KilnError):
     """Another writer changed the repository first; the operation can be retried."""
+
+
+class LabelChanged(ConcurrencyError):
+    """An example's label changed since the caller read it (another tab, person or command)."""
 
 
 class LockTimeout(ConcurrencyError):

@@ -16,6 +16,7 @@ import getpass
 import json
 import os
 import time
+import unicodedata
 import uuid
 from collections.abc import Iterable, Iterator, Mapping
 from pathlib import Path
@@ -26,6 +27,7 @@ from . import merge as merging
 from .errors import (
     BadManifest,
     InputError,
+    LabelChanged,
     MergeInProgress,
     NothingToCommit,
     RepoExists,
@@ -228,8 +230,19 @@ class Repo:
         """Stage one label (``None`` makes the example unlabeled); returns the full example id."""
         return self.label_many([(example, label)], by=by)[0]
 
-    def label_many(self, pairs: Iterable[tuple[str, str | None]], *, by: str | None = None) -> list[str]:
-        """Stage many labels at once; ids may be unique prefixes. All or nothing."""
+    def label_many(
+        self,
+        pairs: Iterable[tuple[str, str | None]],
+        *,
+        by: str | None = None,
+        expect: Mapping[str, str | None] | None = None,
+    ) -> list[str]:
+        """Stage many labels at once; ids may be unique prefixes. All or nothing.
+
+        ``expect`` maps example ids to the label the caller last saw: if any has changed since
+        (another tab, person or command got there first), nothing is staged and ``LabelChanged``
+        says which, instead of silently overwriting their label.
+        """
         pairs = list(pairs)
         source = by or f"human:{self.user()}"
         now = int(time.time())
@@ -238,6 +251,14 @@ class Repo:
         def apply(stage: Stage, base: Table, work: Table) -> list[str]:
             index = IdIndex(work.ids)
             full = [index.find(eid) for eid, _ in checked]
+            for raw, seen_label in (expect or {}).items():
+                eid = index.find(raw)
+                current, src, _ = work.label_of(eid)
+                if current != seen_label:
+                    raise LabelChanged(
+                        f"example {eid[:12]} is now labeled {current!r} (by {src}), not {seen_label!r} as you saw it; "
+                        "someone else changed it: reload and decide again"
+                    )
             seen: dict[str, str | None] = {}
             for eid, (_, lab) in zip(full, checked):
                 if eid in seen and seen[eid] != lab:
@@ -350,9 +371,7 @@ class Repo:
         Returns the new commit id. Concurrent committers are serialized by the repository lock
         and the branch moves by compare-and-swap, so no commit is ever lost.
         """
-        message = message.strip()
-        if not message:
-            raise StateError("the commit message is empty; say why the labels changed with -m MESSAGE")
+        message = check_message(message)
         author = author or self.user()
         with self.lock:
             ref, head = self.head()
@@ -630,6 +649,23 @@ class Repo:
         x = pixels(self.store, self.dir / "cache", ex, size, channels)
         idx = ex.where(split, labeled=labeled)
         return ExampleDataset(x[idx], ex.y[idx], [ex.ids[i] for i in idx], ex.classes)
+
+
+MESSAGE_MAX = 10_000  # characters: a commit message is a paragraph, not a file
+
+
+def check_message(message: str) -> str:
+    """A commit message, stripped; empty, huge or with control characters (a terminal escape in
+    ``kiln log``) is refused."""
+    message = message.strip()
+    if not message:
+        raise StateError("the commit message is empty; say why the labels changed (kiln commit -m MESSAGE)")
+    if len(message) > MESSAGE_MAX:
+        raise InputError(f"the commit message has {len(message):,} characters; keep it under {MESSAGE_MAX:,}")
+    bad = sorted({f"U+{ord(ch):04X}" for ch in message if unicodedata.category(ch) == "Cc" and ch not in "\n\t"})
+    if bad:
+        raise InputError(f"the commit message contains control characters ({', '.join(bad[:5])}); remove them")
+    return message
 
 
 def _config_user(kdir: Path) -> str | None:

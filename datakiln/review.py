@@ -134,7 +134,7 @@ def kept(repo: Repo) -> dict[str, str]:
     return data
 
 
-def keep(repo: Repo, ids: list[str]) -> list[dict[str, Any]]:
+def keep(repo: Repo, ids: list[str], *, expect: dict[str, str | None] | None = None) -> list[dict[str, Any]]:
     """Confirm the current labels of ``ids`` as the user's: staged as human labels, and no longer
     flagged as suspected errors while they keep that label."""
     work = repo.table()
@@ -145,20 +145,29 @@ def keep(repo: Repo, ids: list[str]) -> list[dict[str, Any]]:
         raise InputError(f"example {unlabeled[0][:12]} has no label to keep; label it with 'kiln label ID LABEL'")
     pairs = [(e, str(work.get(e, "label"))) for e in full]
     with repo.lock:
-        repo.label_many(pairs)
+        repo.label_many(pairs, expect=expect)
         _save_kept(repo, {**kept(repo), **dict(pairs)})
     return [{"id": e, "label": lab} for e, lab in pairs]
 
 
-def restore(repo: Repo, example: str, label: str | None, source: str | None, *, was_kept: str | None = None) -> None:
+def restore(
+    repo: Repo,
+    example: str,
+    label: str | None,
+    source: str | None,
+    *,
+    was_kept: str | None = None,
+    expect: dict[str, str | None] | None = None,
+) -> None:
     """Put back an example's label and label source as they were (undo of a review decision).
 
-    Restoring what HEAD has removes the staged edit instead of staging a copy.
+    Restoring what HEAD has removes the staged edit instead of staging a copy. ``expect`` is the
+    {id: label the undone decision set}: if someone changed it since, nothing is undone.
     """
     if source is not None and not _SOURCE.fullmatch(source):
         raise InputError(f"label source {source!r} is not import, human:NAME or model:BUILD")
     with repo.lock:
-        repo.label_many([(example, label)], by=source if label is not None else None)
+        repo.label_many([(example, label)], by=source if label is not None else None, expect=expect)
         marks = kept(repo)
         eid = IdIndex(repo.table().ids).find(example)
         if was_kept is None:
@@ -273,7 +282,10 @@ def queue(
     v = view(repo, build)
     given = v.given()
     skip = set(queued)
-    cand = np.array([i for i in range(len(v.ids)) if given[i] < 0 and v.ids[i] not in skip], dtype=np.int64)
+    # Undecided: no label, or only a model's suggestion. (given < 0 also holds for a human label
+    # of a class the build never saw, which is decided all the same.)
+    undecided = [v.labels[i] is None or is_suggestion(v.sources[i]) for i in range(len(v.ids))]
+    cand = np.array([i for i in range(len(v.ids)) if undecided[i] and v.ids[i] not in skip], dtype=np.int64)
     if len(cand) == 0:
         return []
     order = active.query(
@@ -339,12 +351,18 @@ def clear_queue(repo: Repo) -> None:
 
 
 def accept(
-    repo: Repo, ids: list[str], build: str | None = None, *, suggested: dict[str, str] | None = None
+    repo: Repo,
+    ids: list[str],
+    build: str | None = None,
+    *,
+    suggested: dict[str, str] | None = None,
+    expect: dict[str, str | None] | None = None,
 ) -> list[dict[str, Any]]:
     """Turn suggestions into decisions: a seeded label (``model:``) is confirmed as the user's; a
     suspected label error takes the model's suggested label. Staged, for the next commit.
 
-    ``suggested`` (example id -> label) saves recomputing the suspects when the caller has them.
+    ``suggested`` (example id -> label) saves recomputing the suspects when the caller has them;
+    ``expect`` is ``Repo.label_many``'s: the labels the caller saw.
     """
     work = repo.table()
     index = IdIndex(work.ids)
@@ -371,7 +389,7 @@ def accept(
                 f"example {e[:12]} has no suggestion to accept (not seeded, not a suspected label error); "
                 "label it with 'kiln label ID LABEL'"
             )
-    repo.label_many(pairs)
+    repo.label_many(pairs, expect=expect)
     return [{"id": e, "label": lab} for e, lab in pairs]
 
 

@@ -13,6 +13,7 @@ atomically; a write has reached the disk when the method returns. ``Repo`` is no
 from __future__ import annotations
 
 import os
+import secrets
 import threading
 from collections import OrderedDict
 from collections.abc import Callable, Iterable
@@ -24,12 +25,13 @@ from . import history, review, thumbs
 from .build import jobs
 from .build.records import BuildRecord, builds_dir
 from .errors import InputError
-from .gallery import Gallery, Query
+from .gallery import SOURCE_KINDS, Gallery, Query
 from .repo import Repo
 from .table import Table, diff_tables
 
 P = ParamSpec("P")
 R = TypeVar("R")
+UNDO_MAX = 10_000  # undo tokens kept per server
 MAP_POINTS = 20_000  # the embeddings map draws at most this many points (a seeded sample)
 LIST_MAX = 1000  # review items, diff rows: more than anyone reads in one sitting
 
@@ -57,6 +59,7 @@ class Workspace:
         self.lock = threading.RLock()
         self._galleries: OrderedDict[tuple[Any, ...], Gallery] = OrderedDict()
         self._builds: tuple[Any, list[BuildRecord]] | None = None
+        self._undo: OrderedDict[str, dict[str, Any]] = OrderedDict()
 
     # ---- state -----------------------------------------------------------------------------
     def _key(self) -> tuple[Any, ...]:
@@ -75,11 +78,15 @@ class Workspace:
         return self._builds[1]
 
     def _build(self, ref: str | None) -> BuildRecord | None:
+        """The build ``ref`` names; by default the newest with out-of-sample predictions (a quick
+        ``folds = 0`` build judges train examples in-sample, so it finds almost no suspects), else
+        the newest."""
         all_ = self.builds()
         if not all_:
             return None
         if ref in (None, "", "latest"):
-            return all_[-1]
+            oos = [b for b in all_ if b.record.get("training", {}).get("oos")]
+            return (oos or all_)[-1]
         return self.repo.find_build(ref)
 
     @locked
@@ -106,6 +113,8 @@ class Workspace:
         s["stale_build"] = b is not None and b.record["lineage"]["commit"] != s["head"]
         s["root"] = str(self.repo.root)
         s["name"] = self.repo.root.name
+        s["branches"] = sorted(self.repo.branches())
+        s["builds"] = len(self.builds())
         return s
 
     # ---- gallery and examples -------------------------------------------------------------
@@ -161,28 +170,66 @@ class Workspace:
         return {"build": g.build, "total": len(rows), "items": items, "classes": g.classes}
 
     @locked
-    def accept(self, ids: list[str]) -> list[dict[str, Any]]:
+    def accept(self, ids: list[str], expect: dict[str, str | None] | None = None) -> list[dict[str, Any]]:
         # A suggestion is the build's argmax, whatever the labels are now, so the newest cached
         # gallery of the newest build serves: no 0.4 s rebuild (at 100k) after every decision.
         b = self._build(None)
         cached = [g for g in reversed(self._galleries.values()) if b is not None and g.build == b.id]
         g = cached[0] if cached else self.gallery_of()
-        return review.accept(self.repo, ids, g.build, suggested={g.ids[i]: lab for i, lab in g.suggested.items()})
+        suggested = {g.ids[i]: lab for i, lab in g.suggested.items()}
+        return self._undoable(lambda: review.accept(self.repo, ids, g.build, suggested=suggested, expect=expect), ids)
 
     @locked
-    def keep(self, ids: list[str]) -> list[dict[str, Any]]:
-        return review.keep(self.repo, ids)
+    def keep(self, ids: list[str], expect: dict[str, str | None] | None = None) -> list[dict[str, Any]]:
+        return self._undoable(lambda: review.keep(self.repo, ids, expect=expect), ids)
 
     @locked
-    def label(self, pairs: Iterable[tuple[str, str | None]]) -> list[dict[str, Any]]:
+    def label(
+        self, pairs: Iterable[tuple[str, str | None]], expect: dict[str, str | None] | None = None
+    ) -> list[dict[str, Any]]:
         pairs = list(pairs)
-        full = self.repo.label_many(pairs)
-        return [{"id": e, "label": lab} for e, (_, lab) in zip(full, pairs)]
+
+        def run() -> list[dict[str, Any]]:
+            full = self.repo.label_many(pairs, expect=expect)
+            return [{"id": e, "label": lab} for e, (_, lab) in zip(full, pairs)]
+
+        return self._undoable(run, [e for e, _ in pairs])
+
+    def _undoable(self, run: Callable[[], list[dict[str, Any]]], ids: list[str]) -> list[dict[str, Any]]:
+        """Run a labelling decision; each result row gets an ``undo`` token that ``restore`` takes.
+
+        The server keeps what each example had before, so a client cannot undo into a label or
+        label source it made up; tokens last as long as the server (the newest UNDO_MAX).
+        """
+        work = self.repo.table()
+        marks = review.kept(self.repo)
+        before = {}
+        for raw in ids:
+            eid = work.ids[work.index[raw]] if raw in work else str(self.repo.find(raw)["id"])
+            lab, src, _ = work.label_of(eid)
+            before[eid] = {"label": lab, "source": src, "kept": marks.get(eid)}
+        rows = run()
+        for row in rows:
+            token = secrets.token_hex(8)
+            self._undo[token] = {"id": row["id"], **before[row["id"]], "set": row["label"]}
+            row["undo"] = token
+        while len(self._undo) > UNDO_MAX:
+            self._undo.popitem(last=False)
+        return rows
 
     @locked
-    def restore(self, eid: str, label: str | None, source: str | None, kept: str | None = None) -> None:
-        """Undo: put an example's label, source and kept mark back as they were."""
-        review.restore(self.repo, eid, label, source, was_kept=kept)
+    def restore(self, token: str) -> dict[str, Any]:
+        """Undo one decision by its token: the label, label source and kept mark go back, unless
+        someone changed the label since (``LabelChanged``)."""
+        u = self._undo.pop(token, None)
+        if u is None:
+            raise InputError("this undo is no longer available (the server restarted?); set the label again instead")
+        try:
+            review.restore(self.repo, u["id"], u["label"], u["source"], was_kept=u["kept"], expect={u["id"]: u["set"]})
+        except Exception:
+            self._undo[token] = u
+            raise
+        return {"id": u["id"], "label": u["label"]}
 
     # ---- labelling queue ----------------------------------------------------------------------
     @locked
@@ -199,7 +246,8 @@ class Workspace:
             it["suggestion_from"] = it["source"] if seeded else (f"model:{g.build}" if it["predicted"] else None)
             items.append(it)
         classes = sorted(set(g.classes) | set(g.label_vocab))
-        return {"items": items, "classes": classes, "build": g.build}
+        undecided = int(((g.label < 0) | (g.kind == SOURCE_KINDS.index("model"))).sum())
+        return {"items": items, "classes": classes, "build": g.build, "undecided": undecided}
 
     @locked
     def fill_queue(self, n: int = 20, strategy: str = "auto") -> list[dict[str, Any]]:
@@ -253,8 +301,10 @@ class Workspace:
 
     # ---- history -------------------------------------------------------------------------------
     @locked
-    def log(self, n: int = 50, offset: int = 0) -> list[dict[str, Any]]:
-        commits = self.repo.log(n=offset + n)[offset:]
+    def log(self, n: int = 50, offset: int = 0, rev: str = "HEAD") -> list[dict[str, Any]]:
+        if n < 1 or offset < 0:
+            raise InputError(f"n={n}, offset={offset}: n must be at least 1 and offset at least 0")
+        commits = self.repo.log(rev, n=offset + n)[offset:]
         return [
             {
                 "id": c.id,
@@ -384,21 +434,32 @@ def _diff_with_blobs(a: Table, b: Table) -> dict[str, Any]:
         return [{"id": e, "blob": t.blobs[t.index[e]], "label": t.cols["label"][t.index[e]]} for e in ids[:LIST_MAX]]
 
     relabeled = [{**r, "blob": b.blobs[b.index[r["id"]]]} for r in d["relabeled"][:LIST_MAX]]
+    # Same label, new source: a person confirmed a label ('kiln keep', accepting a seeded label).
+    la, sa, lb, sb = a.cols["label"], a.cols["source"], b.cols["label"], b.cols["source"]
+    confirmed = [
+        eid for i, eid in enumerate(b.ids) if (j := a.index.get(eid)) is not None and la[j] == lb[i] and sa[j] != sb[i]
+    ]
+    d["confirmed"] = confirmed
     return {
-        "counts": {k: len(d[k]) for k in ("added", "removed", "relabeled")},
+        "counts": {k: len(d[k]) for k in ("added", "removed", "relabeled", "confirmed")},
+        "confirmed": rows(confirmed, b),
         "added": rows(d["added"], b),
         "removed": rows(d["removed"], a),
         "relabeled": relabeled,
     }
 
 
-def check_pairs(raw: Any) -> list[tuple[str, str | None]]:
-    """``[{"id": ..., "label": ...}, ...]`` from a client, checked for shape (labels are checked by Repo)."""
+def check_pairs(raw: Any) -> tuple[list[tuple[str, str | None]], dict[str, str | None]]:
+    """``[{"id": ..., "label": ..., "expect"?: ...}, ...]`` from a client, checked for shape (labels
+    are checked by Repo): the pairs, and the labels the client saw where it said."""
     if not isinstance(raw, list) or not raw:
-        raise InputError('expected a non-empty list of {"id": ..., "label": ...}')
-    out = []
+        raise InputError('expected {"items": [{"id": ..., "label": ...}, ...]}')
+    out, expect = [], {}
     for x in raw:
-        if not (isinstance(x, dict) and isinstance(x.get("id"), str) and isinstance(x.get("label"), str | None)):
-            raise InputError(f'{str(x)[:80]} is not {{"id": "...", "label": "..."}}')
+        ok = isinstance(x, dict) and isinstance(x.get("id"), str) and "label" in x
+        if not ok or not isinstance(x["label"], str | None) or not isinstance(x.get("expect"), str | None):
+            raise InputError(f'{str(x)[:80]} is not {{"id": "...", "label": "..." or null}}')
         out.append((x["id"], x["label"]))
-    return out
+        if "expect" in x:
+            expect[x["id"]] = x["expect"]
+    return out, expect

@@ -21,7 +21,7 @@ import datakiln
 from datakiln.server.app import create_app
 from datakiln.workspace import Workspace
 
-from .conftest import ENV, UIServer, kiln_json, snapshot_files
+from .conftest import ENV, UIServer, kiln, kiln_json, snapshot_files
 
 TOKEN = "test-token"
 HOSTS = {"127.0.0.1:8000"}
@@ -154,13 +154,18 @@ def test_review_accept_keep_undo_commit(client: Client, built: datakiln.Repo) ->
     review = client.get("/api/review").json()
     assert review["total"] >= 20
     a, b = review["items"][0], review["items"][1]
-    assert client.post("/api/accept", {"ids": [a["id"]]}).json() == [{"id": a["id"], "label": a["suggested"]}]
-    client.post("/api/keep", {"ids": [b["id"]]})
+    accepted = client.post("/api/accept", {"ids": [a["id"]], "expect": {a["id"]: a["label"]}}).json()
+    assert [(x["id"], x["label"]) for x in accepted] == [(a["id"], a["suggested"])]
+    kept = client.post("/api/keep", {"ids": [b["id"]]}).json()
     after = client.get("/api/review").json()
     assert {a["id"], b["id"]}.isdisjoint(x["id"] for x in after["items"])
     assert kiln_json("issues", cwd=built.root) == after_cli_issues(built, exclude={a["id"], b["id"]})
     # Undo the keep: b is suspected again, and nothing of it is staged.
-    client.post("/api/restore", {"id": b["id"], "label": b["label"], "source": b["source"], "kept": None})
+    assert client.post("/api/restore", {"undo": kept[0]["undo"]}).status_code == 200
+    r = client.post("/api/restore", {"undo": kept[0]["undo"]})  # a token undoes once
+    assert r.status_code == 400 and "no longer available" in r.json()["error"]
+    r = client.post("/api/restore", {"id": b["id"], "label": "0", "source": "human:mallory"})
+    assert r.status_code == 400  # no undo into a made-up label source
     assert b["id"] in {x["id"] for x in client.get("/api/review").json()["items"]}
     edits = client.get("/api/changes").json()["edits"]
     assert [e["id"] for e in edits] == [a["id"]] and edits[0]["new"] == a["suggested"]
@@ -168,7 +173,7 @@ def test_review_accept_keep_undo_commit(client: Client, built: datakiln.Repo) ->
     assert r.status_code == 200
     cid = r.json()["commit"]
     shown = client.get(f"/api/commits/{cid}").json()
-    assert shown["counts"] == {"added": 0, "removed": 0, "relabeled": 1}
+    assert shown["counts"] == {"added": 0, "removed": 0, "relabeled": 1, "confirmed": 0}
     assert shown["relabeled"][0]["blob"] == a["blob"]
     history = client.get(f"/api/examples/{a['id']}").json()["history"]
     assert history[0]["commit"] == cid and history[0]["label"] == a["suggested"]
@@ -400,4 +405,46 @@ def test_uploads_are_checked_like_an_import(client: Client, built: datakiln.Repo
     big = client.request(
         "POST", "/api/import", content=b"x", headers={"x-kiln-token": TOKEN, "content-length": str(2**30)}
     )
-    assert big.status_code == 400 and "at most" in big.json()["error"]
+    assert big.status_code == 413 and "at most" in big.json()["error"]
+
+
+def test_a_label_changed_elsewhere_is_not_overwritten(client: Client, built: datakiln.Repo) -> None:
+    """Two tabs show the same unlabeled example: the second decision is refused, not lost."""
+    eid = client.get("/api/gallery?unlabeled=1&limit=1").json()["items"][0]["id"]
+    first = client.post("/api/label", {"items": [{"id": eid, "label": "1", "expect": None}]})
+    assert first.status_code == 200
+    second = client.post("/api/label", {"items": [{"id": eid, "label": "2", "expect": None}]})
+    assert second.status_code == 409 and "reload" in second.json()["error"]
+    assert datakiln.Repo(built.root).find(eid)["label"] == "1"
+    # Undo of the first decision is refused too once someone else has moved the label on.
+    kiln("label", eid[:10], "3", cwd=built.root)
+    r = client.post("/api/restore", {"undo": first.json()[0]["undo"]})
+    assert r.status_code == 409
+    assert datakiln.Repo(built.root).find(eid)["label"] == "3"
+
+
+def test_malformed_requests_get_named_400s(client: Client) -> None:
+    eid = first_item(client)["id"]
+    cases = [
+        ("/api/label", {"items": [{"id": eid}]}),
+        ("/api/label", {"items": [{"id": eid, "label": 5}]}),
+        ("/api/queue", {"n": True}),
+        ("/api/queue", {"strategy": "nope"}),
+        ("/api/queue", {"n": 10**6}),
+        ("/api/accept", {"ids": [eid], "expect": "x"}),
+        ("/api/restore", {"undo": 12}),
+    ]
+    for path, body in cases:
+        r = client.post(path, body)
+        assert r.status_code == 400 and "error" in r.json(), (path, body, r.text)
+    deep = b'{"items":' + b"[" * 100_000 + b"]" * 100_000 + b"}"
+    r = client.request("POST", "/api/label", content=deep, headers={"x-kiln-token": TOKEN})
+    assert r.status_code == 400
+    for path in ("/api/log?n=-1", "/api/log?offset=-3", "/api/compare?a=HEAD", "/api/compare-builds"):
+        r = client.get(path)
+        assert r.status_code == 400 and "error" in r.json(), path
+    assert client.get("/api/label").status_code == 404
+    assert client.request("DELETE", "/api/status", headers={"x-kiln-token": TOKEN}).json()["error"]
+    assert client.get("/api/jobs/20261127-000000-abcdef").status_code == 404
+    r = client.post("/api/commit", {"message": "red \x1b[31m text"})
+    assert r.status_code == 400 and "control characters" in r.json()["error"]

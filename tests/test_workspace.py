@@ -60,14 +60,15 @@ def test_suspects_are_the_planted_errors_and_keep_hides_them(built: datakiln.Rep
     found = {x["id"] for x in items} & planted
     assert len(found) >= 20  # most of the 30 planted errors are suspects
     top = items[0]
-    ws.keep([top["id"]])
+    token = ws.keep([top["id"]])[0]["undo"]
     assert top["id"] not in {x["id"] for x in ws.review_items()["items"]}
     assert top["id"] not in {x["id"] for x in review.label_issues(built)}
     assert top["id"] in {x["id"] for x in review.label_issues(built, include_kept=True)}
     # Relabelling a kept example makes the mark stale: judged again under its new label.
-    ws.label([(top["id"], top["suggested"])])
+    relabel = ws.label([(top["id"], top["suggested"])])[0]["undo"]
     assert review.kept(built)[top["id"]] == top["label"]
-    ws.restore(top["id"], top["label"], top["source"])
+    ws.restore(relabel)
+    ws.restore(token)
     assert top["id"] not in review.kept(built)
     assert built.staged_edits() == []
 
@@ -84,6 +85,8 @@ def test_restore_refuses_a_made_up_source(built: datakiln.Repo) -> None:
     eid = built.ls()[0]["id"]
     with pytest.raises(InputError, match="label source"):
         review.restore(built, eid, "3", "root; rm -rf /")
+    with pytest.raises(InputError, match="no longer available"):
+        Workspace(built.root).restore("not-a-token")
 
 
 def test_example_history_matches_whole_tables(digits: datakiln.Repo, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -133,7 +136,7 @@ def test_thumbnails_are_made_once(built: datakiln.Repo, tmp_path: Path) -> None:
 
 def test_job_ids_cannot_name_other_paths(built: datakiln.Repo) -> None:
     for bad in ("..", "../../config.json", "20261127-101010-abcdef/..", ""):
-        with pytest.raises(InputError, match="no build job"):
+        with pytest.raises(datakiln.BuildNotFound, match="no build job"):
             jobs.status(built, bad)
 
 

@@ -20,7 +20,7 @@ import uuid
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from ..errors import InputError, StateError
+from ..errors import BuildNotFound, InputError, StateError
 from ..progress import PROGRESS_FILE_ENV
 from ..store.fsutil import atomic_write
 
@@ -40,14 +40,14 @@ def start(repo: Repo, rev: str = "HEAD", overrides: dict[str, Any] | None = None
     """Start ``kiln build REV [--KEY VALUE ...]``; returns the job's status.
 
     One build at a time per repository: on 2 cores a second build only slows the first, so while
-    one runs its status is returned instead of starting another.
+    one runs its status is returned (with ``already_running``) instead of starting another.
     """
     from .builder import default_spec
     from .spec import SHORT_KEYS
 
     for job in list_jobs(repo):
         if job["state"] == "running":
-            return job
+            return {**job, "already_running": True}
     overrides = overrides or {}
     unknown = [k for k in overrides if k not in SHORT_KEYS]
     if unknown:
@@ -132,7 +132,7 @@ def _job_dir(repo: Repo, jid: str) -> Path:
     ok = len(jid) == 22 and jid[8] == "-" and jid[15] == "-" and all(c.isalnum() or c == "-" for c in jid)
     d = jobs_dir(repo) / jid
     if not ok or not d.is_dir():
-        raise InputError(f"no build job {jid!r}; the Builds page lists them")
+        raise BuildNotFound(f"no build job {jid[:40]!r}; the Builds page lists them")
     return d
 
 

@@ -20,12 +20,15 @@ from importlib import resources
 from typing import Any
 
 from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
 from fastapi.responses import HTMLResponse, Response
 from fastapi.staticfiles import StaticFiles
 from starlette.concurrency import run_in_threadpool
+from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from ..errors import (
     BuildNotFound,
+    ConcurrencyError,
     ExampleNotFound,
     InputError,
     KilnError,
@@ -34,12 +37,14 @@ from ..errors import (
     RevisionNotFound,
 )
 from ..gallery import Query
+from ..insight.active import STRATEGIES
 from ..workspace import Workspace, check_pairs
 
 TOKEN_HEADER = "x-kiln-token"
 PAGES = ("", "gallery", "example", "review", "label", "changes", "history", "builds")
 IMMUTABLE = "public, max-age=31536000, immutable"
 UPLOAD_MAX = 64 * 1024 * 1024  # bytes a request; the page sends bigger selections in batches
+BODY_MAX = 16 * 1024 * 1024  # any other request: 100,000 labels at once fit
 SECURITY_HEADERS = {
     "X-Content-Type-Options": "nosniff",
     "X-Frame-Options": "DENY",
@@ -48,6 +53,7 @@ SECURITY_HEADERS = {
     "frame-ancestors 'none'",
 }
 NOT_FOUND = (ExampleNotFound, BuildNotFound, RevisionNotFound, MissingObject)
+CONFLICT = (NothingToCommit, ConcurrencyError)
 
 
 def ui_file(name: str) -> str:
@@ -75,6 +81,10 @@ def create_app(ws: Workspace, *, token: str | None = None, hosts: set[str] | Non
         if hosts is not None and host not in hosts:
             return error(403, f"host {host!r} is not this server; open http://{sorted(hosts)[0]}/")
         if request.method not in ("GET", "HEAD"):
+            size = request.headers.get("content-length", "0")
+            limit = UPLOAD_MAX if request.url.path == "/api/import" else BODY_MAX
+            if not size.isdigit() or int(size) > limit:
+                return error(413, f"the request body has {size} bytes; send at most {limit:,}")
             if not secrets.compare_digest(request.headers.get(TOKEN_HEADER, ""), token):
                 return error(403, "missing or wrong X-Kiln-Token; reload the page served by 'kiln ui'")
             origin = request.headers.get("origin")
@@ -87,8 +97,18 @@ def create_app(ws: Workspace, *, token: str | None = None, hosts: set[str] | Non
 
     @app.exception_handler(KilnError)
     async def kiln_error(request: Request, e: Exception) -> Response:
-        code = 404 if isinstance(e, NOT_FOUND) else 409 if isinstance(e, NothingToCommit) else 400
+        code = 404 if isinstance(e, NOT_FOUND) else 409 if isinstance(e, CONFLICT) else 400
         return error(code, str(e))
+
+    @app.exception_handler(RequestValidationError)
+    async def bad_request(request: Request, e: Exception) -> Response:
+        missing = [".".join(str(x) for x in err["loc"][1:]) for err in getattr(e, "errors", list)()]
+        return error(400, f"missing or bad parameter(s): {', '.join(missing)}; see docs/ui.md")
+
+    @app.exception_handler(StarletteHTTPException)
+    async def http_error(request: Request, e: Exception) -> Response:
+        code = getattr(e, "status_code", 500)
+        return error(code, f"{request.method} {request.url.path}: {getattr(e, 'detail', '')}")
 
     app.mount("/static", StaticFiles(packages=[("datakiln", "ui/static")]), name="static")
     _image_routes(app, ws)
@@ -97,6 +117,8 @@ def create_app(ws: Workspace, *, token: str | None = None, hosts: set[str] | Non
 
     @app.get("/{path:path}")
     def page(path: str) -> Response:
+        if path.startswith("api/"):
+            return error(404, f"no endpoint GET /{path}; docs/ui.md lists them")
         if path.split("/", 1)[0] not in PAGES:
             return error(404, f"no page /{path}")
         return HTMLResponse(shell, headers={"Cache-Control": "no-store"})
@@ -188,8 +210,8 @@ def _read_routes(app: FastAPI, ws: Workspace) -> None:
         return as_json(ws.changes())
 
     @app.get("/api/log")
-    def log(n: str | None = None, offset: str | None = None) -> Response:
-        return as_json(ws.log(min(_int(n, 50, "n"), 500), _int(offset, 0, "offset")))
+    def log(n: str | None = None, offset: str | None = None, rev: str | None = None) -> Response:
+        return as_json(ws.log(min(_int(n, 50, "n"), 500), _int(offset, 0, "offset"), rev or "HEAD"))
 
     @app.get("/api/commits/{rev}")
     def show(rev: str) -> Response:
@@ -221,10 +243,14 @@ def _read_routes(app: FastAPI, ws: Workspace) -> None:
 
 
 async def _body(request: Request) -> dict[str, Any]:
+    limit = UPLOAD_MAX if request.url.path == "/api/import" else BODY_MAX
+    raw = await request.body()
+    if len(raw) > limit:
+        raise InputError(f"the request body has {len(raw):,} bytes; send at most {limit:,}")
     try:
-        body = await request.json()
-    except ValueError:
-        raise InputError("the request body is not JSON") from None
+        body = json.loads(raw)
+    except (ValueError, RecursionError):
+        raise InputError("the request body is not JSON (or nests too deep)") from None
     if not isinstance(body, dict):
         raise InputError("the request body must be a JSON object")
     return body
@@ -256,35 +282,46 @@ def _files(raw: Any) -> list[tuple[str, str | None, bytes]]:
     return out
 
 
+def _expect(body: dict[str, Any]) -> dict[str, str | None] | None:
+    """``{"expect": {id: label the page showed}}``: refuse the change if the label moved since."""
+    raw = body.get("expect")
+    if raw is None:
+        return None
+    if not isinstance(raw, dict) or not all(isinstance(v, str | None) for v in raw.values()):
+        raise InputError('expect must be {"example id": "label it showed" or null}')
+    return raw
+
+
 def _write_routes(app: FastAPI, ws: Workspace) -> None:
     # async + run_in_threadpool: the body is read on the event loop, the repository work in a thread.
     @app.post("/api/label")
     async def label(request: Request) -> Response:
-        pairs = check_pairs((await _body(request)).get("items"))
-        return as_json(await run_in_threadpool(ws.label, pairs))
+        pairs, expect = check_pairs((await _body(request)).get("items"))
+        return as_json(await run_in_threadpool(ws.label, pairs, expect))
 
     @app.post("/api/accept")
     async def accept(request: Request) -> Response:
-        return as_json(await run_in_threadpool(ws.accept, _ids(await _body(request))))
+        b = await _body(request)
+        return as_json(await run_in_threadpool(ws.accept, _ids(b), _expect(b)))
 
     @app.post("/api/keep")
     async def keep(request: Request) -> Response:
-        return as_json(await run_in_threadpool(ws.keep, _ids(await _body(request))))
+        b = await _body(request)
+        return as_json(await run_in_threadpool(ws.keep, _ids(b), _expect(b)))
 
     @app.post("/api/restore")
     async def restore(request: Request) -> Response:
-        b = await _body(request)
-        if not isinstance(b.get("id"), str):
-            raise InputError('expected {"id": ..., "label": ..., "source": ..., "kept": ...}')
-        await run_in_threadpool(ws.restore, b["id"], b.get("label"), b.get("source"), b.get("kept"))
-        return as_json({"ok": True})
+        token = (await _body(request)).get("undo")
+        if not isinstance(token, str):
+            raise InputError('expected {"undo": TOKEN} (the token a labelling request returned)')
+        return as_json(await run_in_threadpool(ws.restore, token))
 
     @app.post("/api/queue")
     async def fill_queue(request: Request) -> Response:
         b = await _body(request)
         n, strategy = b.get("n", 20), b.get("strategy", "auto")
-        if not isinstance(n, int) or not isinstance(strategy, str):
-            raise InputError('expected {"n": 20, "strategy": "auto"}')
+        if type(n) is not int or not 1 <= n <= 1000 or strategy not in STRATEGIES:
+            raise InputError(f'expected {{"n": 1..1000, "strategy": one of {", ".join(STRATEGIES)}}}')
         return as_json(await run_in_threadpool(ws.fill_queue, n, strategy))
 
     @app.post("/api/commit")
@@ -302,9 +339,6 @@ def _write_routes(app: FastAPI, ws: Workspace) -> None:
 
     @app.post("/api/import")
     async def import_files(request: Request) -> Response:
-        size = int(request.headers.get("content-length") or 0)
-        if size > UPLOAD_MAX:
-            raise InputError(f"the upload is {size:,} bytes; send at most {UPLOAD_MAX:,} a request (the page does)")
         files = _files((await _body(request)).get("files"))
         return as_json(await run_in_threadpool(ws.import_files, files))
 

@@ -43,7 +43,7 @@ function saveState(state, text) {
   s.textContent = text;
 }
 
-async function api(path, body) {
+async function api(path, body, doneText) {
   const opts = body === undefined ? {} : {
     method: "POST",
     headers: { "Content-Type": "application/json", "X-Kiln-Token": TOKEN },
@@ -66,7 +66,7 @@ async function api(path, body) {
     throw new Error(msg);
   }
   if (body !== undefined) {
-    saveState("saved", "saved ✓ " + new Date().toLocaleTimeString());
+    saveState("saved", (doneText || "saved ✓") + " " + new Date().toLocaleTimeString());
     refreshStatus();
   }
   return data;
@@ -122,6 +122,7 @@ async function refreshStatus() {
 
 async function route() {
   if (page.cleanup) page.cleanup();
+  document.getElementById("toast").classList.remove("show");
   page = { onKey: null, cleanup: null };
   const parts = location.pathname.split("/").filter(Boolean);
   const name = parts[0] || (statusCache && statusCache.build ? "review" : "gallery");
@@ -144,7 +145,12 @@ async function gallery() {
   const facets = await api("/api/facets" + (p.get("build") ? "?build=" + encodeURIComponent(p.get("build")) : ""));
   const q = new URLSearchParams(p);
   q.set("limit", "100");
-  const data = await api("/api/gallery?" + q);
+  let data;
+  try {
+    data = await api("/api/gallery?" + q);
+  } catch (e) {
+    data = { total: 0, offset: 0, items: [], error: e.message };
+  }
   const set = (k, v) => {
     const n = new URLSearchParams(location.search);
     if (v) n.set(k, v); else n.delete(k);
@@ -160,7 +166,7 @@ async function gallery() {
   const hasBuild = !!facets.build;
   const filters = h("div", { class: "filters" },
     h("label", {}, "search (id or file name)",
-      h("input", { type: "search", name: "search", value: p.get("search") || "",
+      h("input", { type: "search", name: "search", value: p.get("search") || "", placeholder: "Enter to search",
         onchange: (e) => set("search", e.target.value.trim()) })),
     select("label", "label", facets.labels),
     select("split", "split", facets.splits),
@@ -171,7 +177,7 @@ async function gallery() {
         onchange: (e) => set(f, e.target.checked ? "1" : "") }),
       { issue: "suspected label error", unlabeled: "unlabeled", wrong: "model disagrees" }[f])),
     select("sort", "sort by", ["added", "id", "issue", "uncertainty", "confidence"],
-      ["order added", "id", "issue score", "uncertainty", "confidence"]),
+      ["order added", "id", "most suspect label first", "most uncertain first", "most confident first"]),
     h("div", { class: "chips" },
       ["given", "predicted", "build"].filter((k) => p.get(k)).map((k) =>
         h("span", { class: "chip" }, `${k}: ${k === "build" ? short(p.get(k)) : p.get(k)} `,
@@ -183,9 +189,12 @@ async function gallery() {
   const pager = h("div", { class: "pager" },
     h("button", { disabled: offset === 0, onclick: () => pageTo(Math.max(0, offset - 100)) }, "‹ prev"),
     h("span", { id: "gallery-count" },
-      data.total ? `${offset + 1}–${offset + data.items.length} of ${data.total.toLocaleString()}` : "no examples match"),
+      !data.total ? "no examples match" : !data.items.length ? `past the end: ${data.total.toLocaleString()} match` :
+        `${offset + 1}–${offset + data.items.length} of ${data.total.toLocaleString()}`),
     h("button", { disabled: offset + 100 >= data.total, onclick: () => pageTo(offset + 100) }, "next ›"));
-  const grid = h("div", { class: "grid", id: "gallery-grid" }, data.items.map(card));
+  const grid = data.error
+    ? h("p", { class: "bad" }, data.error, " ", link("/gallery", "clear every filter"))
+    : h("div", { class: "grid", id: "gallery-grid" }, data.items.map(card));
   put(main, h("div", { class: "gallery" }, filters, h("div", {}, pager, grid)));
   page.onKey = (e) => {
     if (e.key === "ArrowRight" && offset + 100 < data.total) pageTo(offset + 100);
@@ -209,16 +218,20 @@ function card(it) {
 async function example(parts) {
   const ex = await api("/api/examples/" + encodeURIComponent(parts[0] || ""));
   const classes = statusCache && statusCache.build ? statusCache.build.classes : [];
-  const input = h("input", { list: "class-list", name: "label", value: ex.label ?? "", size: 12 });
   const save = async () => {
     const label = input.value.trim() || null;
-    await api("/api/label", { items: [{ id: ex.id, label }] });
+    if (label === ex.label) return;
+    if (label === null && !confirm("Remove this example's label (make it unlabeled)?")) return;
+    await api("/api/label", { items: [{ id: ex.id, label, expect: ex.label }] });
     route();
   };
+  const input = h("input", { list: "class-list", name: "label", value: ex.label ?? "", size: 12,
+    onkeydown: (e) => { if (e.key === "Enter") save(); } });
   put(main, 
     h("p", {}, h("a", { href: "#", onclick: (e) => { e.preventDefault(); history.back(); } }, "‹ back")),
     h("div", { class: "queue" },
-      h("div", {}, h("img", { class: "big", src: `/img/${ex.blob}`, alt: ex.name || ex.id })),
+      h("div", {}, h("img", { class: "big", src: `/img/${ex.blob}`, alt: ex.name || ex.id }),
+        h("p", {}, h("a", { href: `/img/${ex.blob}`, target: "_blank", rel: "noopener" }, "full size ↗"))),
       h("div", {},
         h("h1", {}, ex.name || short(ex.id)),
         h("p", { class: "mono" }, ex.id),
@@ -256,13 +269,17 @@ function classButtons(classes, selected, given, pick) {
 }
 
 function typeAhead(classes, pick) {
-  const input = h("input", { list: "ta-list", id: "type-ahead", placeholder: "type a class, Enter", size: 16,
+  const input = h("input", { list: "ta-list", id: "type-ahead", placeholder: "type a class, then Enter", size: 24,
     onkeydown: (e) => {
       if (e.key === "Enter") {
         const v = input.value.trim();
         const hit = classes.find((c) => c.toLowerCase() === v.toLowerCase()) ||
           classes.find((c) => c.toLowerCase().startsWith(v.toLowerCase()));
-        if (v) pick(hit || v);
+        if (hit) pick(hit);
+        else if (v && confirm(`"${v}" is not one of the classes (${classes.slice(0, 12).join(", ")}${classes.length > 12 ? ", …" : ""}). Start a new class "${v}"?`)) {
+          classes.push(v);
+          pick(v);
+        }
         e.preventDefault();
       } else if (e.key === "Escape") { input.blur(); }
     } });
@@ -284,7 +301,8 @@ function digitClass(e, classes) {
 
 // ---- review queue: suspected label errors -----------------------------------------------------
 async function review() {
-  const data = await api("/api/review");
+  const chosen = params().get("build");
+  const data = await api("/api/review" + (chosen ? "?build=" + encodeURIComponent(chosen) : ""));
   const items = data.items;
   const classes = data.classes;
   const undo = [];
@@ -299,11 +317,12 @@ async function review() {
   const act = async (kind, label) => {
     const it = items[pos];
     if (!it) return;
-    const before = { id: it.id, label: it.label, source: it.source, kept: null };
-    if (kind === "accept") await api("/api/accept", { ids: [it.id] });
-    else if (kind === "keep") await api("/api/keep", { ids: [it.id] });
-    else await api("/api/label", { items: [{ id: it.id, label }] });
-    undo.push({ pos, before, item: it });
+    const expect = { [it.id]: it.label };  // refused if someone changed the label meanwhile
+    let rows;
+    if (kind === "accept") rows = await api("/api/accept", { ids: [it.id], expect });
+    else if (kind === "keep") rows = await api("/api/keep", { ids: [it.id], expect });
+    else rows = await api("/api/label", { items: [{ id: it.id, label, expect: it.label }] });
+    undo.push({ pos, token: rows[0].undo, item: it });
     it.done = kind === "accept" ? it.suggested : kind === "keep" ? it.label : label;
     reviewed += 1;
     next();
@@ -316,7 +335,7 @@ async function review() {
   const undoLast = async () => {
     const u = undo.pop();
     if (!u) return;
-    await api("/api/restore", u.before);
+    await api("/api/restore", { undo: u.token }, "undone ✓");
     u.item.done = null;
     reviewed -= 1;
     pos = u.pos;
@@ -329,6 +348,11 @@ async function review() {
     const keys = keysPanel([["a", "accept the suggestion"], ["k", "keep the given label"],
       [["0", "–", "9"], "relabel as that class"], ["/", "type a class"], [["s", "→"], "skip"], ["←", "previous"],
       ["u", "undo the last decision"]]);
+    if (!items.length) {
+      put(main, h("div", { class: "done", id: "review-done" }, "Build ", link(`/builds/${data.build}`, short(data.build)),
+        " finds no suspected label errors among the current labels. Kept labels are not shown again."));
+      return;
+    }
     if (!it) {
       put(main, h("div", { class: "queue" }, h("div", { class: "done", id: "review-done" },
         `Reviewed ${reviewed} of ${items.length}. `, remaining ? `${remaining} skipped. ` : "",
@@ -340,7 +364,8 @@ async function review() {
       h("div", {}, h("img", { class: "big", src: `/img/${it.blob}`, alt: it.name || it.id }),
         h("p", { class: "muted mono" }, it.name || it.id)),
       h("div", {},
-        h("p", { class: "muted" }, `suspect ${pos + 1} of ${items.length}` + (data.total > items.length ? ` (first ${items.length} of ${data.total})` : "") + ` · ${remaining} to go`),
+        h("p", { class: "muted" }, `suspect ${pos + 1} of ${items.length}` + (data.total > items.length ? ` (first ${items.length} of ${data.total})` : "") + ` · ${remaining} to go · build `,
+          link(`/builds/${data.build}`, short(data.build))),
         h("p", {}, "given ", h("span", { class: "big-label", id: "given" }, it.label), " ",
           h("span", { class: "muted" }, `(${it.source}) · p=${it.score === null ? "n/a" : it.score.toFixed(3)}`)),
         h("p", {}, "suggested ", h("span", { class: "big-label ok", id: "suggested" }, it.suggested), " ",
@@ -379,12 +404,18 @@ async function label() {
   const fill = async () => {
     const n = Number(document.getElementById("fill-n").value) || 20;
     const strategy = document.getElementById("fill-strategy").value;
-    await api("/api/queue", { n, strategy });
+    const picked = await api("/api/queue", { n, strategy }, "chosen ✓");
+    if (!picked.length) toast("Nothing left to choose: every unlabeled example is queued or predicted by no build.");
     route();
   };
+  if (!items.length && !data.undecided) {
+    put(main, h("div", { class: "done", id: "queue-empty" }, "Every example has a label: there is nothing to label. ",
+      link("/changes", "Import images"), " to grow the dataset, or review ", link("/review", "suspected label errors"), "."));
+    return;
+  }
   if (!items.length) {
     put(main, h("div", { class: "done", id: "queue-empty" },
-      h("p", {}, "The labelling queue is empty. Choose unlabeled examples to label next: uncertain and diverse (",
+      h("p", {}, `The labelling queue is empty; ${data.undecided.toLocaleString()} example(s) have no label yet. Choose which to label next: uncertain and diverse (`,
         h("span", { class: "mono" }, "kiln queue"), ")."),
       h("div", { class: "form-row" },
         h("label", {}, "how many", h("input", { id: "fill-n", type: "number", value: 20, min: 1, max: 1000 })),
@@ -397,8 +428,8 @@ async function label() {
   const save = async (lab) => {
     const it = items[pos];
     if (!it || !lab) return;
-    await api("/api/label", { items: [{ id: it.id, label: lab }] });
-    undo.push({ pos, before: { id: it.id, label: it.label, source: it.source, kept: null }, item: it });
+    const rows = await api("/api/label", { items: [{ id: it.id, label: lab, expect: it.label }] });
+    undo.push({ pos, token: rows[0].undo, item: it });
     it.done = lab;
     done += 1;
     advance();
@@ -412,7 +443,7 @@ async function label() {
   const undoLast = async () => {
     const u = undo.pop();
     if (!u) return;
-    await api("/api/restore", u.before);
+    await api("/api/restore", { undo: u.token }, "undone ✓");
     u.item.done = null;
     done -= 1;
     pos = u.pos;
@@ -466,7 +497,14 @@ async function changes() {
   const msg = h("input", { id: "commit-message", placeholder: "why the labels changed (Ctrl+Enter commits)",
     onkeydown: (e) => { if (e.key === "Enter" && (e.ctrlKey || e.metaKey)) commit(); } });
   const commit = async () => {
-    const r = await api("/api/commit", { message: msg.value });
+    if (!msg.value.trim()) { toast("Write a commit message first: why did these labels change?"); msg.focus(); return; }
+    let r;
+    try {
+      r = await api("/api/commit", { message: msg.value }, "committed ✓");
+    } catch (e) {
+      setTimeout(route, 2500);  // the stage may have changed elsewhere: show what is there now
+      return;
+    }
     navigate(`/history/${r.commit}`);
   };
   const discardAll = async () => {
@@ -488,7 +526,7 @@ async function changes() {
         h("td", {}, h("span", { class: "pair" }, e.blob ? thumb(e.blob) : null, link(`/example/${e.id}`, h("span", { class: "mono" }, short(e.id))))),
         h("td", {}, `${e.old ?? "none"} → `, h("strong", {}, e.new ?? "none"), e.old === e.new ? h("span", { class: "muted" }, " (confirmed)") : null),
         h("td", {}, e.source ?? "-"),
-        h("td", {}, h("button", { onclick: async () => { await api("/api/discard", { ids: [e.id] }); route(); } }, "revert"))))) : null,
+        h("td", {}, h("button", { onclick: async () => { await api("/api/discard", { ids: [e.id] }, "reverted ✓"); route(); } }, "revert"))))) : null,
     data.total > data.edits.length ? h("p", { class: "muted" }, `showing ${data.edits.length} of ${data.total}`) : null,
     importPanel());
   msg.focus();
@@ -540,13 +578,19 @@ function importPanel() {
 async function historyPage(parts) {
   if (parts[0] === "compare") return diffPage(await api(`/api/compare?a=${encodeURIComponent(params().get("a"))}&b=${encodeURIComponent(params().get("b"))}`));
   if (parts[0]) return diffPage(await api("/api/commits/" + encodeURIComponent(parts[0])));
-  const commits = await api("/api/log?n=200");
+  const rev = params().get("rev") || "";
+  const commits = await api("/api/log?n=200" + (rev ? "&rev=" + encodeURIComponent(rev) : ""));
+  const branches = statusCache ? statusCache.branches : [];
+  const pickBranch = h("label", {}, "branch ", h("select", { id: "branch-pick", onchange: (e) =>
+    navigate("/history" + (e.target.value ? "?rev=" + encodeURIComponent(e.target.value) : "")) },
+    h("option", { value: "" }, `HEAD (${statusCache && statusCache.branch ? statusCache.branch : "detached"})`),
+    branches.map((b) => h("option", { value: b, selected: b === rev }, b))));
   const picked = new Set();
   const cmp = h("button", { disabled: true, onclick: () => {
     const [b, a] = [...picked];
     navigate(`/history/compare?a=${a}&b=${b}`);
   } }, "Compare the two checked");
-  put(main, h("h1", {}, "History"), h("p", {}, cmp),
+  put(main, h("h1", {}, "History"), h("p", { class: "form-row" }, pickBranch, cmp),
     commits.length ? h("table", { id: "log" },
       h("tr", {}, h("th", {}, ""), h("th", {}, "commit"), h("th", {}, "message"), h("th", {}, "author"), h("th", {}, "when"), h("th", { class: "num" }, "examples"), h("th", { class: "num" }, "labeled")),
       commits.map((c) => h("tr", {},
@@ -555,14 +599,14 @@ async function historyPage(parts) {
           cmp.disabled = picked.size !== 2;
         } })),
         h("td", { class: "mono" }, link(`/history/${c.id}`, short(c.id))),
-        h("td", {}, link(`/history/${c.id}`, c.message)),
+        h("td", { class: "message", title: c.message }, link(`/history/${c.id}`, c.message.length > 120 ? c.message.slice(0, 120) + "…" : c.message)),
         h("td", {}, c.author), h("td", {}, when(c.time)),
         h("td", { class: "num" }, c.stats.examples ?? ""), h("td", { class: "num" }, c.stats.labeled ?? "")))) : h("p", { class: "muted" }, "No commits yet."));
 }
 
 function diffPage(d) {
   const head = d.commit
-    ? [h("h1", {}, d.commit.message), h("p", { class: "muted" }, `commit ${d.commit.id} · ${d.commit.author} · ${when(d.commit.time)}`,
+    ? [h("h1", { class: "message" }, d.commit.message), h("p", { class: "muted" }, `commit ${d.commit.id} · ${d.commit.author} · ${when(d.commit.time)}`,
         d.commit.parents.length ? [" · parent ", d.commit.parents.map((p) => link(`/history/${p}`, short(p)))] : " · first commit")]
     : [h("h1", {}, `${short(d.a)} → ${short(d.b)}`)];
   const c = d.counts;
@@ -573,10 +617,12 @@ function diffPage(d) {
   const plain = (rows, id) => h("div", { class: "grid", id }, rows.map((r) =>
     h("a", { class: "card", href: `/example/${r.id}`, "data-nav": true }, thumb(r.blob), h("div", { class: "cap" }, r.label ?? "—"))));
   put(main, h("p", {}, link("/history", "‹ history")), ...head,
-    h("p", { id: "diff-counts" }, `${c.added} added, ${c.removed} removed, ${c.relabeled} relabeled`),
+    h("p", { id: "diff-counts" }, `${c.added} added, ${c.removed} removed, ${c.relabeled} relabeled` +
+      (c.confirmed ? `, ${c.confirmed} confirmed (same label, now a person's)` : "")),
     c.relabeled ? [h("h2", {}, "relabeled"), relabeled] : null,
     c.added ? [h("h2", {}, `added` + (c.added > d.added.length ? ` (first ${d.added.length})` : "")), plain(d.added, "diff-added")] : null,
-    c.removed ? [h("h2", {}, "removed"), plain(d.removed, "diff-removed")] : null);
+    c.removed ? [h("h2", {}, "removed"), plain(d.removed, "diff-removed")] : null,
+    c.confirmed ? [h("h2", {}, "confirmed"), plain(d.confirmed, "diff-confirmed")] : null);
 }
 
 // ---- builds -----------------------------------------------------------------------------------------
@@ -594,12 +640,16 @@ async function buildsPage(parts) {
         const v = form.querySelector(`[name=${k}]`).value.trim();
         if (v) overrides[k] = Number(v);
       }
-      const job = await api("/api/builds", { rev: form.querySelector("[name=rev]").value.trim() || "HEAD", overrides });
+      const job = await api("/api/builds", { rev: form.querySelector("[name=rev]").value.trim() || "HEAD", overrides }, "started ✓");
+      if (job.already_running) toast("A build is already running (one at a time): showing it. Start yours when it is done.");
       watchJob(job.id);
     } }, "Start build"));
   const picked = new Set();
   const cmp = h("button", { disabled: true, onclick: () => { const [b, a] = [...picked]; navigate(`/builds/compare?a=${a}&b=${b}`); } }, "Compare the two checked");
-  put(main, h("h1", {}, "Builds"), form, h("div", { id: "job" }),
+  const staged = statusCache ? statusCache.staged.added + statusCache.staged.removed + statusCache.staged.relabeled : 0;
+  put(main, h("h1", {}, "Builds"), form,
+    staged ? h("p", { class: "muted" }, `${staged} staged change(s) are not in any build: `, link("/changes", "commit them"), " first to build them.") : null,
+    h("div", { id: "job" }),
     h("h2", {}, "finished builds"), h("p", {}, cmp),
     data.builds.length ? h("table", { id: "build-list" },
       h("tr", {}, h("th", {}, ""), h("th", {}, "build"), h("th", {}, "commit"), h("th", {}, "when"), h("th", { class: "num" }, "valid"), h("th", { class: "num" }, "test"), h("th", { class: "num" }, "seconds"), h("th", {}, "model")),
@@ -636,7 +686,9 @@ function watchJob(id) {
         h("span", { style: `width:${(100 * frac).toFixed(1)}%` })),
       j.state === "running" ? h("button", { onclick: () => api(`/api/jobs/${id}/cancel`, {}) }, "Stop") : null);
     if (j.state === "running") setTimeout(tick, 500);
-    else if (j.state === "done") { refreshStatus(); }
+    else if (j.state === "done") { refreshStatus(); setTimeout(() => { if (document.body.contains(box)) route(); }, 1200); }
+    const start = document.getElementById("start-build");
+    if (start) start.disabled = j.state === "running";
   };
   tick();
 }
@@ -656,8 +708,10 @@ async function reportPage(id) {
   put(main, 
     h("p", {}, link("/builds", "‹ builds")),
     h("h1", {}, `Build ${short(r.id)}`),
-    h("p", { class: "muted" }, `commit `, link(`/history/${r.commit}`, short(r.commit)), ` · ${r.spec.model.arch} ×${r.spec.model.width} · ${r.training.epochs_run} epochs · ${r.seconds.total.toFixed(1)} s · `,
-      link(`/gallery?build=${r.id}&wrong=1`, "examples it gets wrong")),
+    h("p", { class: "muted" }, `commit `, link(`/history/${r.commit}`, short(r.commit)), ` · ${r.spec.model.arch} ×${r.spec.model.width} · trained ${r.training.epochs_run} of ${r.spec.train.epochs} epochs (early stopping) · ` +
+      (r.training.oos ? `${r.spec.train.folds}-fold out-of-sample predictions` : "no out-of-sample predictions for train examples (folds = 0): few suspects") +
+      ` · ${r.seconds.total.toFixed(1)} s · `,
+      link(`/gallery?build=${r.id}&wrong=1`, "examples it gets wrong"), " · ", link(`/review?build=${r.id}`, "review its suspects")),
     h("div", { class: "report" },
       h("div", {}, h("h2", {}, "accuracy"), h("table", {}, h("tr", {}, h("th", {}, "split"), h("th", { class: "num" }, "accuracy"), h("th", { class: "num" }, "n")),
         ["valid", "test", "train_oos"].map((s) => h("tr", {}, h("td", {}, s === "train_oos" ? "train (out-of-sample)" : s),
@@ -683,7 +737,7 @@ function slicesTable(slices) {
     ...Object.keys(rows[0]).filter((k) => !first.includes(k) && typeof rows[0][k] !== "object")];
   return h("table", { id: "slices" }, h("tr", {}, keys.map((k) => h("th", {}, k))),
     rows.slice(0, 40).map((s) => h("tr", {}, keys.map((k) => h("td", { class: typeof s[k] === "number" ? "num" : "" },
-      typeof s[k] === "number" && !Number.isInteger(s[k]) ? s[k].toFixed(3) : String(s[k]))))));
+      ["accuracy", "low", "high"].includes(k) ? pct(s[k]) : String(s[k]))))));
 }
 
 const PALETTE = ["#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2", "#7f7f7f", "#bcbd22", "#17becf"];
@@ -748,6 +802,9 @@ async function embeddingMap(id) {
   };
   canvas.addEventListener("mousedown", (e) => { lasso = [pos(e)]; });
   canvas.addEventListener("mousemove", (e) => { if (lasso) { lasso.push(pos(e)); draw(); } });
+  const endDrag = (e) => { if (lasso && e.target !== canvas) { lasso = null; draw(); } };
+  window.addEventListener("mouseup", endDrag);
+  page.cleanup = () => window.removeEventListener("mouseup", endDrag);
   canvas.addEventListener("mouseup", (e) => {
     const pts = lasso || [];
     lasso = null;
@@ -780,12 +837,13 @@ async function embeddingMap(id) {
 async function compareBuilds(a, b) {
   const d = await api(`/api/compare-builds?a=${encodeURIComponent(a)}&b=${encodeURIComponent(b)}`);
   const grid = (rows, id) => h("div", { class: "grid", id }, rows.map((r) => h("a", { class: "card", href: `/example/${r.id}`, "data-nav": true },
-    r.blob ? thumb(r.blob) : null, h("div", { class: "cap" }, h("span", {}, r.label), h("span", {}, `${r.a} → ${r.b}`)))));
+    r.blob ? thumb(r.blob) : null, h("div", { class: "cap" }, h("span", {}, r.label), h("span", { title: "predicted by A → by B" }, `${r.a} → ${r.b}`)))));
   const delta = (x) => (x === null ? "n/a" : (x >= 0 ? "+" : "") + (100 * x).toFixed(1) + " pts");
   put(main, h("p", {}, link("/builds", "‹ builds")),
     h("h1", {}, `${short(d.a)} → ${short(d.b)}`),
     h("table", {}, h("tr", {}, h("th", {}, "split"), h("th", { class: "num" }, short(d.a)), h("th", { class: "num" }, short(d.b)), h("th", { class: "num" }, "change")),
-      Object.entries(d.splits).map(([s, v]) => h("tr", {}, h("td", {}, s), h("td", { class: "num" }, pct(v.a)), h("td", { class: "num" }, pct(v.b)), h("td", { class: "num" }, delta(v.delta))))),
+      Object.entries(d.splits).map(([s, v]) => h("tr", {}, h("td", {}, s === "train_oos" ? "train (out-of-sample)" : s), h("td", { class: "num" }, pct(v.a)), h("td", { class: "num" }, pct(v.b)), h("td", { class: "num" }, delta(v.delta))))),
+    h("p", { class: "muted" }, "Examples both builds saw with the same label; each card: label, then A's prediction → B's."),
     h("h2", {}, `newly wrong (${d.newly_wrong_count})`), grid(d.newly_wrong, "newly-wrong"),
     h("h2", {}, `newly right (${d.newly_right_count})`), grid(d.newly_right, "newly-right"));
 }
