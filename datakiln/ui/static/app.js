@@ -299,15 +299,40 @@ function digitClass(e, classes) {
   return null;
 }
 
+// One example at a time through a list, for both queues: decisions, skips, going back, undo.
+class Walk {
+  constructor(items) { this.items = items; this.pos = 0; this.undo = []; this.decided = 0; }
+  get item() { return this.items[this.pos]; }
+  remaining() { return this.items.filter((x) => !x.done).length; }
+  record(row, label) {
+    this.undo.push({ pos: this.pos, token: row.undo, item: this.item });
+    this.item.done = label;
+    this.decided += 1;
+    this.next();
+  }
+  next() {
+    this.pos += 1;
+    while (this.pos < this.items.length && this.items[this.pos].done) this.pos += 1;
+  }
+  back() { if (this.pos > 0) this.pos -= 1; }
+  async undoLast() {
+    const u = this.undo.pop();
+    if (!u) return null;
+    await api("/api/restore", { undo: u.token }, "undone ✓");
+    u.item.done = null;
+    this.decided -= 1;
+    this.pos = u.pos;
+    return u.item;
+  }
+}
+
 // ---- review queue: suspected label errors -----------------------------------------------------
 async function review() {
   const chosen = params().get("build");
   const data = await api("/api/review" + (chosen ? "?build=" + encodeURIComponent(chosen) : ""));
   const items = data.items;
   const classes = data.classes;
-  const undo = [];
-  let pos = 0;
-  let reviewed = 0;
+  const w = new Walk(items);
   document.getElementById("n-review").textContent = data.total || "";
   if (!data.build) {
     put(main, h("div", { class: "done" }, "No build yet, so no suspected label errors. ",
@@ -315,35 +340,21 @@ async function review() {
     return;
   }
   const act = async (kind, label) => {
-    const it = items[pos];
+    const it = w.item;
     if (!it) return;
     const expect = { [it.id]: it.label };  // refused if someone changed the label meanwhile
     let rows;
     if (kind === "accept") rows = await api("/api/accept", { ids: [it.id], expect });
     else if (kind === "keep") rows = await api("/api/keep", { ids: [it.id], expect });
     else rows = await api("/api/label", { items: [{ id: it.id, label, expect: it.label }] });
-    undo.push({ pos, token: rows[0].undo, item: it });
-    it.done = kind === "accept" ? it.suggested : kind === "keep" ? it.label : label;
-    reviewed += 1;
-    next();
-  };
-  const next = () => {
-    pos += 1;
-    while (pos < items.length && items[pos].done) pos += 1;
+    w.record(rows[0], kind === "accept" ? it.suggested : kind === "keep" ? it.label : label);
     draw();
   };
-  const undoLast = async () => {
-    const u = undo.pop();
-    if (!u) return;
-    await api("/api/restore", { undo: u.token }, "undone ✓");
-    u.item.done = null;
-    reviewed -= 1;
-    pos = u.pos;
-    draw();
-  };
+  const next = () => { w.next(); draw(); };
+  const undoLast = async () => { if (await w.undoLast()) draw(); };
   const draw = () => {
-    const it = items[pos];
-    const remaining = items.filter((x) => !x.done).length;
+    const it = w.item;
+    const remaining = w.remaining();
     document.getElementById("n-review").textContent = remaining || "";
     const keys = keysPanel([["a", "accept the suggestion"], ["k", "keep the given label"],
       [["0", "–", "9"], "relabel as that class"], ["/", "type a class"], [["s", "→"], "skip"], ["←", "previous"],
@@ -355,7 +366,7 @@ async function review() {
     }
     if (!it) {
       put(main, h("div", { class: "queue" }, h("div", { class: "done", id: "review-done" },
-        `Reviewed ${reviewed} of ${items.length}. `, remaining ? `${remaining} skipped. ` : "",
+        `Reviewed ${w.decided} of ${items.length}. `, remaining ? `${remaining} skipped. ` : "",
         link("/changes", "See the staged changes"), " and commit them."), h("div"), keys));
       return;
     }
@@ -364,7 +375,7 @@ async function review() {
       h("div", {}, h("img", { class: "big", src: `/img/${it.blob}`, alt: it.name || it.id }),
         h("p", { class: "muted mono" }, it.name || it.id)),
       h("div", {},
-        h("p", { class: "muted" }, `suspect ${pos + 1} of ${items.length}` + (data.total > items.length ? ` (first ${items.length} of ${data.total})` : "") + ` · ${remaining} to go · build `,
+        h("p", { class: "muted" }, `suspect ${w.pos + 1} of ${items.length}` + (data.total > items.length ? ` (first ${items.length} of ${data.total})` : "") + ` · ${remaining} to go · build `,
           link(`/builds/${data.build}`, short(data.build))),
         h("p", {}, "given ", h("span", { class: "big-label", id: "given" }, it.label), " ",
           h("span", { class: "muted" }, `(${it.source}) · p=${it.score === null ? "n/a" : it.score.toFixed(3)}`)),
@@ -374,7 +385,7 @@ async function review() {
           h("button", { class: "primary", onclick: () => act("accept") }, h("kbd", {}, "a"), " accept ", it.suggested),
           h("button", { onclick: () => act("keep") }, h("kbd", {}, "k"), " keep ", it.label),
           h("button", { onclick: next }, h("kbd", {}, "s"), " skip"),
-          h("button", { onclick: undoLast, disabled: !undo.length }, h("kbd", {}, "u"), " undo")),
+          h("button", { onclick: undoLast, disabled: !w.undo.length }, h("kbd", {}, "u"), " undo")),
         classButtons(classes, null, it.label, pick), typeAhead(classes, pick)),
       keys));
   };
@@ -382,7 +393,7 @@ async function review() {
     if (e.key === "a" || e.key === "Enter") return act("accept");
     if (e.key === "k") return act("keep");
     if (e.key === "s" || e.key === "ArrowRight") return next();
-    if (e.key === "ArrowLeft" && pos > 0) { pos -= 1; return draw(); }
+    if (e.key === "ArrowLeft") { w.back(); return draw(); }
     if (e.key === "u" || (e.key === "z" && e.ctrlKey)) return undoLast();
     if (e.key === "/") return document.getElementById("type-ahead")?.focus();
     const c = digitClass(e, classes);
@@ -396,9 +407,7 @@ async function label() {
   const data = await api("/api/queue");
   const items = data.items;
   const classes = data.classes;
-  const undo = [];
-  let pos = 0;
-  let done = 0;
+  const w = new Walk(items);
   let selected = items.length ? items[0].suggestion : null;
   document.getElementById("n-label").textContent = items.length || "";
   const fill = async () => {
@@ -426,39 +435,27 @@ async function label() {
     return;
   }
   const save = async (lab) => {
-    const it = items[pos];
+    const it = w.item;
     if (!it || !lab) return;
     const rows = await api("/api/label", { items: [{ id: it.id, label: lab, expect: it.label }] });
-    undo.push({ pos, token: rows[0].undo, item: it });
-    it.done = lab;
-    done += 1;
-    advance();
-  };
-  const advance = () => {
-    pos += 1;
-    while (pos < items.length && items[pos].done) pos += 1;
-    selected = items[pos] ? items[pos].suggestion : null;
+    w.record(rows[0], lab);
+    selected = w.item ? w.item.suggestion : null;
     draw();
   };
+  const advance = () => { w.next(); selected = w.item ? w.item.suggestion : null; draw(); };
   const undoLast = async () => {
-    const u = undo.pop();
-    if (!u) return;
-    await api("/api/restore", { undo: u.token }, "undone ✓");
-    u.item.done = null;
-    done -= 1;
-    pos = u.pos;
-    selected = u.item.suggestion;
-    draw();
+    const item = await w.undoLast();
+    if (item) { selected = item.suggestion; draw(); }
   };
   const draw = () => {
-    const it = items[pos];
-    const remaining = items.filter((x) => !x.done).length;
+    const it = w.item;
+    const remaining = w.remaining();
     document.getElementById("n-label").textContent = remaining || "";
     const keys = keysPanel([["Enter", "confirm the selected class"], [["0", "–", "9"], "label as that class"],
       ["/", "type a class (new ones too)"], [["s", "→"], "skip"], ["←", "previous"], ["u", "undo the last label"]]);
     if (!it) {
       put(main, h("div", { class: "queue" }, h("div", { class: "done", id: "label-done" },
-        `Labelled ${done}. `, remaining ? `${remaining} skipped. ` : "", link("/changes", "See the staged changes"),
+        `Labelled ${w.decided}. `, remaining ? `${remaining} skipped. ` : "", link("/changes", "See the staged changes"),
         " or ", h("button", { onclick: () => api("/api/queue", { n: 20, strategy: "auto" }).then(route) }, "choose 20 more")),
         h("div"), keys));
       return;
@@ -467,7 +464,7 @@ async function label() {
       h("div", {}, h("img", { class: "big", src: `/img/${it.blob}`, alt: it.name || it.id }),
         h("p", { class: "muted mono" }, it.name || it.id)),
       h("div", {},
-        h("p", { class: "muted" }, `${pos + 1} of ${items.length} · ${remaining} to go`),
+        h("p", { class: "muted" }, `${w.pos + 1} of ${items.length} · ${remaining} to go`),
         it.suggestion ? h("p", {}, "suggestion ", h("span", { class: "big-label", id: "suggestion" }, it.suggestion), " ",
           h("span", { class: "muted" }, `from ${it.suggestion_from}` + (it.confidence !== null ? ` · ${pct(it.confidence)}` : "")))
           : h("p", { class: "muted" }, "no suggestion: pick a class"),
@@ -475,13 +472,13 @@ async function label() {
         h("div", { class: "form-row" }, typeAhead(classes, save),
           h("button", { class: "primary", disabled: !selected, onclick: () => save(selected) }, h("kbd", {}, "Enter"), " confirm ", selected ?? ""),
           h("button", { onclick: advance }, h("kbd", {}, "s"), " skip"),
-          h("button", { onclick: undoLast, disabled: !undo.length }, h("kbd", {}, "u"), " undo"))),
+          h("button", { onclick: undoLast, disabled: !w.undo.length }, h("kbd", {}, "u"), " undo"))),
       keys));
   };
   page.onKey = (e) => {
     if (e.key === "Enter") return save(selected);
     if (e.key === "s" || e.key === "ArrowRight") return advance();
-    if (e.key === "ArrowLeft" && pos > 0) { pos -= 1; selected = items[pos].done || items[pos].suggestion; return draw(); }
+    if (e.key === "ArrowLeft") { w.back(); selected = w.item.done || w.item.suggestion; return draw(); }
     if (e.key === "u" || (e.key === "z" && e.ctrlKey)) return undoLast();
     if (e.key === "/") return document.getElementById("type-ahead")?.focus();
     const c = digitClass(e, classes);
