@@ -51,6 +51,8 @@ def test_readme_main_command_on_a_fresh_copy(tmp_path: Path) -> None:
         assert url.endswith("/review"), out[-3000:]
         page = httpx.get(url, timeout=30)
         assert page.status_code == 200 and 'name="kiln-token"' in page.text
+        for static in ("app.js", "app.css"):  # shipped in the wheel, not read from the source tree
+            assert httpx.get(url.rsplit("/", 1)[0] + "/static/" + static, timeout=30).status_code == 200
         review = httpx.get(url.rsplit("/", 1)[0] + "/api/review", timeout=30).json()
         assert review["build"] and review["total"] >= 1 and review["items"][0]["suggested"]
     finally:

@@ -76,6 +76,14 @@ def test_every_spec_key_is_documented() -> None:
 
 
 def test_cli_start_does_not_load_torch() -> None:
-    code = "import sys; from datakiln import cli; print('torch' in sys.modules, 'numpy' in sys.modules)"
+    mods = ("torch", "numpy", "fastapi", "uvicorn")
+    code = f"import sys; from datakiln import cli; print(*[m in sys.modules for m in {mods!r}])"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=ENV, check=True).stdout
-    assert out.split() == ["False", "False"]
+    assert out.split() == ["False"] * len(mods)
+
+
+def test_the_server_imports_no_torch() -> None:
+    """``kiln ui`` starts fast: torch is loaded only by the build processes it starts."""
+    code = "import sys; import datakiln.server.app; print('torch' in sys.modules)"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=ENV, check=True).stdout
+    assert out.split() == ["False"]
