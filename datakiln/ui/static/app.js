@@ -532,7 +532,7 @@ async function changes() {
 // Images from this computer, imported like 'kiln import' (checked; one bad file refuses the batch).
 function importPanel() {
   const files = h("input", { type: "file", id: "import-files", multiple: true, accept: "image/png,image/jpeg,image/webp" });
-  const label = h("input", { id: "import-label", placeholder: "label (empty: unlabeled)", size: 20 });
+  const label = h("input", { id: "import-label", placeholder: "label (empty: unlabeled)", size: 24 });
   const out = h("span", { id: "import-result", class: "muted" });
   const b64 = (file) => new Promise((ok, fail) => {
     const r = new FileReader();
