@@ -181,6 +181,12 @@ def test_gallery_filters_and_detail(ui_server: UIServer, page: Any) -> None:
     page.wait_for_selector("text=label history")
     assert "suspected label error #1" in page.inner_text("main")
     shot(page, "example")
+    first = page.url
+    page.keyboard.press("ArrowRight")  # the next suspect of the same gallery page
+    page.wait_for_function(f"() => location.href !== '{first}'")
+    assert "suspected label error #2" in page.inner_text("main")
+    page.keyboard.press("Escape")  # back to the gallery, filters kept
+    page.wait_for_url(re.compile(r"/gallery\?.*issue=1.*sort=issue|/gallery\?.*sort=issue.*issue=1"))
     page.goto(ui_server.url + "/gallery?unlabeled=1")
     page.wait_for_selector("#gallery-grid .card")
     assert page.locator("#gallery-count").inner_text() == "1–40 of 40"

@@ -192,6 +192,8 @@ async function gallery() {
       !data.total ? "no examples match" : !data.items.length ? `past the end: ${data.total.toLocaleString()} match` :
         `${offset + 1}–${offset + data.items.length} of ${data.total.toLocaleString()}`),
     h("button", { disabled: offset + 100 >= data.total, onclick: () => pageTo(offset + 100) }, "next ›"));
+  // The example page walks this page of results with ← and →.
+  sessionStorage.setItem("kiln-list", JSON.stringify({ ids: data.items.map((x) => x.id), back: location.pathname + location.search }));
   const grid = data.error
     ? h("p", { class: "bad" }, data.error, " ", link("/gallery", "clear every filter"))
     : h("div", { class: "grid", id: "gallery-grid" }, data.items.map(card));
@@ -227,8 +229,20 @@ async function example(parts) {
   };
   const input = h("input", { list: "class-list", name: "label", value: ex.label ?? "", size: 12,
     onkeydown: (e) => { if (e.key === "Enter") save(); } });
-  put(main, 
-    h("p", {}, h("a", { href: "#", onclick: (e) => { e.preventDefault(); history.back(); } }, "‹ back")),
+  const list = JSON.parse(sessionStorage.getItem("kiln-list") || "null");
+  const at = list ? list.ids.indexOf(ex.id) : -1;
+  const prev = at > 0 ? list.ids[at - 1] : null;
+  const nextId = at >= 0 && at + 1 < list.ids.length ? list.ids[at + 1] : null;
+  page.onKey = (e) => {
+    if (e.key === "ArrowLeft" && prev) navigate(`/example/${prev}`);
+    if (e.key === "ArrowRight" && nextId) navigate(`/example/${nextId}`);
+    if (e.key === "Escape" && at >= 0) navigate(list.back);
+  };
+  put(main,
+    h("p", { class: "form-row" }, at >= 0 ? link(list.back, "‹ back to the gallery") : h("a", { href: "#", onclick: (e) => { e.preventDefault(); history.back(); } }, "‹ back"),
+      at >= 0 ? [prev ? link(`/example/${prev}`, "← previous") : h("span", { class: "muted" }, "← previous"),
+        h("span", { class: "muted" }, `${at + 1} of ${list.ids.length} on this page · Esc: back`),
+        nextId ? link(`/example/${nextId}`, "next →") : h("span", { class: "muted" }, "next →")] : null),
     h("div", { class: "queue" },
       h("div", {}, h("img", { class: "big", src: `/img/${ex.blob}`, alt: ex.name || ex.id }),
         h("p", {}, h("a", { href: `/img/${ex.blob}`, target: "_blank", rel: "noopener" }, "full size ↗"))),
@@ -510,7 +524,7 @@ async function changes() {
     route();
   };
   const anything = st.added + st.removed + st.relabeled > 0 || data.merge;
-  put(main, 
+  put(main,
     h("h1", {}, "Changes"),
     h("p", {}, `${data.total} label edit(s) staged` + (st.added ? `, ${st.added} example(s) imported` : "") +
       (st.removed ? `, ${st.removed} removed` : "") + (data.merge ? `; merging ${short(data.merge.theirs)}` : "")),
@@ -702,7 +716,7 @@ async function reportPage(id) {
     return h("td", { class: "cell " + (n === 0 ? "zero" : i === j ? "diag" : "off"), "data-given": cls[i], "data-predicted": cls[j] },
       n ? h("a", { href, "data-nav": true, title: `${n} ${held} example(s) labelled ${cls[i]}, predicted ${cls[j]}` }, n) : "0");
   };
-  put(main, 
+  put(main,
     h("p", {}, link("/builds", "‹ builds")),
     h("h1", {}, `Build ${short(r.id)}`),
     h("p", { class: "muted" }, `commit `, link(`/history/${r.commit}`, short(r.commit)), ` · ${r.spec.model.arch} ×${r.spec.model.width} · trained ${r.training.epochs_run} of ${r.spec.train.epochs} epochs (early stopping) · ` +
