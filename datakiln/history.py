@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING, Any
 
 from .errors import CorruptObject, ExampleNotFound, RevisionNotFound
 from .revs import MIN_PREFIX, ambiguous, not_found, split_rev, walk_steps
-from .table import Changes, SegmentCache, Table, delta_json, needs_snapshot, snapshot_json, state_header
+from .table import Changes, SegmentCache, Table, decode_col, delta_json, needs_snapshot, snapshot_json, state_header
 
 if TYPE_CHECKING:
     from .repo import Repo
@@ -202,9 +202,10 @@ def example_history(repo: Repo, eid: str, *, limit: int = 1000) -> list[dict[str
     """The commits on HEAD's first-parent line that changed example ``eid``'s label, newest first:
     ``{commit, message, author, time, event (imported|labeled|removed), label, source, label_time}``.
 
-    Read from the deltas (a commit's delta names the rows it sets), so the cost is the number of
-    commits walked, not the table size; a snapshot commit is compared with the next older state.
-    Merged labels appear at the merge commit, with the source of whoever made them.
+    Read from the states alone: a delta names the rows it sets, and a snapshot is searched for
+    the one row (never materialized as a table), so the cost grows with the commits walked (at
+    most ``limit``), not with the table. A snapshot commit is compared with the next older known
+    value. Merged labels appear at the merge commit, with the source of whoever made them.
     """
     _, head = repo.head()
     events: list[dict[str, Any]] = []
@@ -216,7 +217,7 @@ def example_history(repo: Repo, eid: str, *, limit: int = 1000) -> list[dict[str
         parent = repo.read_commit(c.parents[0]) if c.parents else None
         obj = state_header(repo.store, c.state)
         if obj["type"] == "snapshot" or parent is None or obj.get("base") != parent.state:
-            now = _at(repo, c, eid)
+            now = _in_snapshot(repo, obj, eid) if obj["type"] == "snapshot" else _at(repo, c, eid)
             _settle(events, pending, now)
             pending = (c, now)
             if parent is None and now is not None:
@@ -228,30 +229,52 @@ def example_history(repo: Repo, eid: str, *, limit: int = 1000) -> list[dict[str
                 _settle(events, pending, now)
                 pending = None
                 events.append(_event(c, event, now))
-                if event == "imported":
-                    break
         c = parent
     return events
 
 
 def _in_delta(repo: Repo, obj: dict[str, Any], eid: str) -> tuple[str | None, Labeling]:
+    """What a delta did to the example: (event or None, its labeling after the commit)."""
     changes = Changes.from_json(obj)
+    for oid in changes.add:
+        seg = repo.segments.get(oid)
+        if eid in seg.ids:
+            now = changes.set.get(eid) or _row(seg, seg.ids.index(eid))
+            return "imported", now
     if eid in changes.set:
         return "labeled", changes.set[eid]
     if eid in changes.remove:
         return "removed", None
-    for oid in changes.add:
-        seg = repo.segments.get(oid)
-        if eid in seg.ids:
-            j = seg.ids.index(eid)
-            c = seg.cols
-            t = c["time"][j]
-            return "imported", (_s(c["label"][j]), _s(c["source"][j]), int(t) if t is not None else 0)
     return None, None
 
 
+def _row(seg: Any, j: int) -> tuple[str | None, str | None, int]:
+    c = seg.cols
+    t = c["time"][j]
+    return _s(c["label"][j]), _s(c["source"][j]), int(t) if t is not None else 0
+
+
+def _in_snapshot(repo: Repo, obj: dict[str, Any], eid: str) -> Labeling:
+    """The example's labeling in a snapshot: its live row, with the snapshot's override if any."""
+    dead = set(obj["dead"])
+    pos = 0
+    for oid in obj["segments"]:
+        seg = repo.segments.get(oid)
+        if eid in seg.ids:
+            j = seg.ids.index(eid)
+            if pos + j not in dead:
+                s = obj["set"]
+                if pos + j in s["positions"]:
+                    k = s["positions"].index(pos + j)
+                    lab, src, t = (decode_col(s[col])[k] for col in ("label", "source", "time"))
+                    return _s(lab), _s(src), int(t or 0)
+                return _row(seg, j)
+        pos += len(seg)
+    return None
+
+
 def _at(repo: Repo, c: Commit, eid: str) -> Labeling:
-    """The example's labeling in a commit's whole table (snapshots: one commit in ``MAX_DEPTH``)."""
+    """The example's labeling in a commit's whole table (a delta on an unexpected base)."""
     table = repo.table_at(c.id)
     return table.label_of(eid) if eid in table else None
 
@@ -259,7 +282,8 @@ def _at(repo: Repo, c: Commit, eid: str) -> Labeling:
 def _settle(events: list[dict[str, Any]], pending: tuple[Commit, Labeling] | None, older: Labeling) -> None:
     """A snapshot commit changed the label if its value differs from the next older known one."""
     if pending is not None and pending[1] != older:
-        events.append(_event(pending[0], "labeled" if pending[1] is not None else "removed", pending[1]))
+        event = "removed" if pending[1] is None else "imported" if older is None else "labeled"
+        events.append(_event(pending[0], event, pending[1]))
 
 
 def _event(c: Commit, event: str, lab: Labeling) -> dict[str, Any]:

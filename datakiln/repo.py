@@ -256,8 +256,8 @@ class Repo:
                 current, src, _ = work.label_of(eid)
                 if current != seen_label:
                     raise LabelChanged(
-                        f"example {eid[:12]} is now labeled {current!r} (by {src}), not {seen_label!r} as you saw it; "
-                        "someone else changed it: reload and decide again"
+                        f"example {eid[:12]} is now {_shown(current)} (by {src or 'nobody'}), not {_shown(seen_label)} "
+                        "as you saw it: someone else changed it; look again and decide"
                     )
             seen: dict[str, str | None] = {}
             for eid, (_, lab) in zip(full, checked):
@@ -298,8 +298,11 @@ class Repo:
         return list(self._update_stage(apply))
 
     def reset(self) -> None:
-        """Discard every staged change (and an unfinished merge)."""
+        """Discard every staged change (and an unfinished merge), with the keeps staged among them."""
+        from . import kept
+
         with self.lock:
+            kept.forget(self, list(self._stage().changes.set))
             self._stage_path.unlink(missing_ok=True)
             self._merge_path.unlink(missing_ok=True)
 
@@ -343,7 +346,9 @@ class Repo:
         return out
 
     def unstage(self, ids: Iterable[str]) -> list[str]:
-        """Drop the staged label edits of ``ids`` (back to HEAD's labels); returns the full ids."""
+        """Drop the staged label edits of ``ids`` (back to HEAD's labels); returns the full ids.
+        A reviewer's keep of those examples (``kiln keep``) goes with them."""
+        from . import kept
 
         def drop(stage: Stage, base: Table, work: Table) -> list[str]:
             full = [IdIndex(work.ids).find(e) for e in ids]
@@ -352,7 +357,10 @@ class Repo:
                     work.set_labels({eid: base.label_of(eid)})
             return full
 
-        return list(self._update_stage(drop))
+        with self.lock:
+            full = list(self._update_stage(drop))
+            kept.forget(self, full)
+        return full
 
     def staged_diff(self) -> dict[str, Any]:
         """The staged changes as a diff from HEAD (the shape of ``kiln diff --json``)."""
@@ -649,6 +657,10 @@ class Repo:
         x = pixels(self.store, self.dir / "cache", ex, size, channels)
         idx = ex.where(split, labeled=labeled)
         return ExampleDataset(x[idx], ex.y[idx], [ex.ids[i] for i in idx], ex.classes)
+
+
+def _shown(label: str | None) -> str:
+    return "unlabeled" if label is None else f"labeled {label!r}"
 
 
 MESSAGE_MAX = 10_000  # characters: a commit message is a paragraph, not a file

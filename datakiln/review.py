@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from . import kept
 from .build.records import BuildRecord
 from .errors import ExampleNotFound, InputError
 from .insight import active, labels, outliers, slices
@@ -25,13 +26,17 @@ if TYPE_CHECKING:
     from .table import Table
 
 QUEUE_FILE = "queue.json"
-KEPT_FILE = "kept.json"  # labels a reviewer confirmed: not flagged again while they stand
-_SOURCE = re.compile(r"import|human:[^\s]{1,100}|model:[0-9a-f]{4,64}")
+_SOURCE = re.compile(r"import|human:[^\x00-\x1f\x7f]{1,100}|model:[0-9a-f]{4,64}")  # user names may have spaces
 THUMB = [16, 16]  # pixel thumbnails: cold-start embeddings and near-duplicate checks
 
 
 def is_suggestion(source: str | None) -> bool:
     return (source or "").startswith("model:")
+
+
+def undecided(label: object, source: object) -> bool:
+    """No label a person stands behind: none at all, or only a model's suggestion."""
+    return label is None or is_suggestion(None if source is None else str(source))
 
 
 @dataclass
@@ -62,10 +67,11 @@ class View:
         )
 
 
-def view(repo: Repo, build: str | None = None) -> View:
+def view(repo: Repo, build: str | None = None, *, work: Table | None = None) -> View:
+    """``build``'s arrays for the rows of ``work`` (default: the working table) it predicted."""
     b = repo.find_build(build)
     arrays, ex = b.arrays(), b.examples()
-    work = repo.table()
+    work = repo.table() if work is None else work
     rows = [i for i, eid in enumerate(ex["ids"]) if eid in work]
     ids = [ex["ids"][i] for i in rows]
     c = work.cols
@@ -97,7 +103,7 @@ def label_issues(repo: Repo, build: str | None = None, *, include_kept: bool = F
     ``score`` is the model's probability for the given label (lower is more suspect). Examples a
     reviewer kept (``keep``) with the label they still have are left out unless ``include_kept``.
     """
-    return issues_in(view(repo, build), {} if include_kept else kept(repo))
+    return issues_in(view(repo, build), {} if include_kept else kept.read(repo))
 
 
 def issues_in(v: View, hide: dict[str, str] | None = None) -> list[dict[str, Any]]:
@@ -125,18 +131,14 @@ def issues_in(v: View, hide: dict[str, str] | None = None) -> list[dict[str, Any
     ]
 
 
-def kept(repo: Repo) -> dict[str, str]:
-    """Example id -> the label a reviewer confirmed with ``keep``."""
-    path = repo.dir / KEPT_FILE
-    if not path.exists():
-        return {}
-    data: dict[str, str] = json.loads(path.read_text()).get("kept", {})
-    return data
-
-
 def keep(repo: Repo, ids: list[str], *, expect: dict[str, str | None] | None = None) -> list[dict[str, Any]]:
     """Confirm the current labels of ``ids`` as the user's: staged as human labels, and no longer
     flagged as suspected errors while they keep that label."""
+    with repo.lock:  # the labels read are the labels kept: no writer in between
+        return _keep(repo, ids, expect)
+
+
+def _keep(repo: Repo, ids: list[str], expect: dict[str, str | None] | None) -> list[dict[str, Any]]:
     work = repo.table()
     index = IdIndex(work.ids)
     full = [index.find(e) for e in ids]
@@ -144,9 +146,8 @@ def keep(repo: Repo, ids: list[str], *, expect: dict[str, str | None] | None = N
     if unlabeled:
         raise InputError(f"example {unlabeled[0][:12]} has no label to keep; label it with 'kiln label ID LABEL'")
     pairs = [(e, str(work.get(e, "label"))) for e in full]
-    with repo.lock:
-        repo.label_many(pairs, expect=expect)
-        _save_kept(repo, {**kept(repo), **dict(pairs)})
+    repo.label_many(pairs, expect=expect)
+    kept.save(repo, {**kept.read(repo), **dict(pairs)})
     return [{"id": e, "label": lab} for e, lab in pairs]
 
 
@@ -168,18 +169,13 @@ def restore(
         raise InputError(f"label source {source!r} is not import, human:NAME or model:BUILD")
     with repo.lock:
         repo.label_many([(example, label)], by=source if label is not None else None, expect=expect)
-        marks = kept(repo)
+        marks = kept.read(repo)
         eid = IdIndex(repo.table().ids).find(example)
         if was_kept is None:
             marks.pop(eid, None)
         else:
             marks[eid] = was_kept
-        _save_kept(repo, marks)
-
-
-def _save_kept(repo: Repo, marks: dict[str, str]) -> None:
-    with repo.lock:
-        atomic_write(repo.dir / KEPT_FILE, json.dumps({"version": 1, "kept": marks}).encode(), repo.tmp_dir)
+        kept.save(repo, marks)
 
 
 # ---- outliers and duplicates ---------------------------------------------------------------
@@ -276,6 +272,8 @@ def queue(
     """
     if n < 1:
         raise InputError(f"--n {n}: ask for at least one example")
+    if strategy not in active.STRATEGIES:
+        raise InputError(f"strategy {strategy!r} is not one of {', '.join(active.STRATEGIES)}")
     queued = pending(repo)
     if not repo.builds():
         return _cold_queue(repo, n, queued, strategy, seed)
@@ -284,8 +282,9 @@ def queue(
     skip = set(queued)
     # Undecided: no label, or only a model's suggestion. (given < 0 also holds for a human label
     # of a class the build never saw, which is decided all the same.)
-    undecided = [v.labels[i] is None or is_suggestion(v.sources[i]) for i in range(len(v.ids))]
-    cand = np.array([i for i in range(len(v.ids)) if undecided[i] and v.ids[i] not in skip], dtype=np.int64)
+    cand = np.array(
+        [i for i in range(len(v.ids)) if undecided(v.labels[i], v.sources[i]) and v.ids[i] not in skip], dtype=np.int64
+    )
     if len(cand) == 0:
         return []
     order = active.query(
@@ -323,12 +322,27 @@ def _cold_queue(repo: Repo, n: int, queued: list[str], strategy: str, seed: int)
     if strategy == "random":
         picks = np.random.default_rng(seed).permutation(len(cand))[:n]
     else:
-        thumbs = _thumbnails(repo, work)
-        ref = thumbs[decided] if decided else None
-        picks = active.query(None, thumbs[cand], n, strategy="coreset", labeled_embeddings=ref, seed=seed)
+        picks = _representatives(_thumbnails(repo, work, channels=3), np.array(cand), decided, n, seed)
     picked: list[dict[str, Any]] = [{"id": ids[cand[int(i)]], "score": None} for i in picks]
     _save_queue(repo, [*queued, *(str(p["id"]) for p in picked)])
     return picked
+
+
+COLD_POOL = 4000  # candidates the cold start clusters (k-means is O(pool * n) per step)
+
+
+def _representatives(thumbs: np.ndarray, cand: np.ndarray, decided: list[int], n: int, seed: int) -> np.ndarray:
+    """``n`` positions into ``cand``: centres of weighted k-means over colour thumbnails, weighted
+    by distance to what is already labeled or queued. Representative *and* spread: k-center
+    (coreset) alone picks the most unusual images, which at a cold start are one busy class."""
+    rng = np.random.default_rng(seed)
+    pool = np.sort(rng.choice(len(cand), min(len(cand), max(COLD_POOL, 10 * n)), replace=False))
+    x = thumbs[cand[pool]]
+    weights = np.ones(len(pool))
+    if decided:
+        ref = thumbs[np.array(decided)[rng.permutation(len(decided))[: active.REFERENCE_MAX]]]
+        weights = np.sqrt(active.sq_dist(x, ref).min(axis=1)) + 1e-6
+    return np.asarray(pool[active.cluster_picks(x, weights, n, seed=seed)])
 
 
 def pending(repo: Repo) -> list[str]:
@@ -338,7 +352,7 @@ def pending(repo: Repo) -> list[str]:
         return []
     ids: list[str] = json.loads(path.read_text()).get("ids", [])
     work = repo.table()
-    return [e for e in ids if e in work and (work.get(e, "label") is None or is_suggestion(str(work.get(e, "source"))))]
+    return [e for e in ids if e in work and undecided(work.get(e, "label"), work.get(e, "source"))]
 
 
 def _save_queue(repo: Repo, ids: list[str]) -> None:
@@ -364,6 +378,17 @@ def accept(
     ``suggested`` (example id -> label) saves recomputing the suspects when the caller has them;
     ``expect`` is ``Repo.label_many``'s: the labels the caller saw.
     """
+    with repo.lock:  # the suggestions are judged against the labels they replace
+        return _accept(repo, ids, build, suggested, expect)
+
+
+def _accept(
+    repo: Repo,
+    ids: list[str],
+    build: str | None,
+    suggested: dict[str, str] | None,
+    expect: dict[str, str | None] | None,
+) -> list[dict[str, Any]]:
     work = repo.table()
     index = IdIndex(work.ids)
     full = [index.find(e) for e in ids]

@@ -399,3 +399,12 @@ def diff_tables(a: Table, b: Table) -> dict[str, Any]:
                 {"id": eid, "old": la[j], "new": lb[i], "source": b.cols["source"][i], "time": b.cols["time"][i]}
             )
     return {"added": added, "removed": removed, "relabeled": relabeled}
+
+
+def confirmed_rows(a: Table, b: Table) -> list[str]:
+    """Examples with the same label in ``a`` and ``b`` but a new label source: a person confirmed
+    a label (``kiln keep``, or accepting a seeded one). ``diff_tables`` leaves them out."""
+    la, sa, lb, sb = a.cols["label"], a.cols["source"], b.cols["label"], b.cols["source"]
+    return [
+        eid for i, eid in enumerate(b.ids) if (j := a.index.get(eid)) is not None and la[j] == lb[i] and sa[j] != sb[i]
+    ]

@@ -21,19 +21,21 @@ from functools import wraps
 from pathlib import Path
 from typing import Any, ParamSpec, TypeVar
 
-from . import history, review, thumbs
+from . import history, kept, review, thumbs
 from .build import jobs
 from .build.records import BuildRecord, builds_dir
 from .errors import InputError
 from .gallery import SOURCE_KINDS, Gallery, Query
 from .repo import Repo
-from .table import Table, diff_tables
+from .store.objects import ObjectStore
+from .table import Table, confirmed_rows, diff_tables
 
 P = ParamSpec("P")
 R = TypeVar("R")
-UNDO_MAX = 10_000  # undo tokens kept per server
-MAP_POINTS = 20_000  # the embeddings map draws at most this many points (a seeded sample)
-LIST_MAX = 1000  # review items, diff rows: more than anyone reads in one sitting
+UNDO_MAX = 10_000  # undo tokens per server: a day of fast labelling, ~2 MB
+MAP_POINTS = 20_000  # map points sent: ~1 MB of JSON, and a canvas still draws them in a frame
+LIST_MAX = 1000  # review items, diff rows: more than anyone reads in one sitting, cheap to send
+LOG_MAX = 500  # commits a page of history asks for
 
 
 def locked(fn: Callable[P, R]) -> Callable[P, R]:
@@ -60,11 +62,16 @@ class Workspace:
         self._galleries: OrderedDict[tuple[Any, ...], Gallery] = OrderedDict()
         self._builds: tuple[Any, list[BuildRecord]] | None = None
         self._undo: OrderedDict[str, dict[str, Any]] = OrderedDict()
+        # Images are read through a store of their own under a lock of their own: an ObjectStore
+        # is not thread-safe (a miss re-reads the packs), and thumbnails must not wait for the
+        # 0.5 s gallery rebuild that holds the main lock.
+        self._images = ObjectStore(self.repo.dir / "objects", self.repo.tmp_dir)
+        self._images_lock = threading.Lock()
 
     # ---- state -----------------------------------------------------------------------------
     def _key(self) -> tuple[Any, ...]:
         d = self.repo.dir
-        return (self.repo.head(), _stat(d / "stage.json"), _stat(d / review.KEPT_FILE), self._builds_key())
+        return (self.repo.head(), _stat(d / "stage.json"), _stat(d / kept.KEPT_FILE), self._builds_key())
 
     def _builds_key(self) -> Any:
         return _stat(builds_dir(self.repo))
@@ -96,9 +103,10 @@ class Workspace:
         key = (*self._key(), b.id if b else None)
         g = self._galleries.get(key)
         if g is None:
-            v = review.view(self.repo, b.id) if b else None
-            issues = review.issues_in(v, review.kept(self.repo)) if v else None
-            g = Gallery.of(self.repo.table(), v, issues)
+            work = self.repo.table()  # read once: the gallery and the build's view must agree
+            v = review.view(self.repo, b.id, work=work) if b else None
+            issues = review.issues_in(v, kept.read(self.repo)) if v else None
+            g = Gallery.of(work, v, issues)
             self._galleries[key] = g
             while len(self._galleries) > 2:
                 self._galleries.popitem(last=False)
@@ -137,7 +145,7 @@ class Workspace:
             "height": full["height"],
             "probs": g.probabilities(i),
             "build": g.build,
-            "kept": review.kept(self.repo).get(full["id"]),
+            "kept": kept.read(self.repo).get(full["id"]),
             "history": self._history(full["id"]),
         }
 
@@ -170,10 +178,13 @@ class Workspace:
         return {"build": g.build, "total": len(rows), "items": items, "classes": g.classes}
 
     @locked
-    def accept(self, ids: list[str], expect: dict[str, str | None] | None = None) -> list[dict[str, Any]]:
-        # A suggestion is the build's argmax, whatever the labels are now, so the newest cached
-        # gallery of the newest build serves: no 0.4 s rebuild (at 100k) after every decision.
-        b = self._build(None)
+    def accept(
+        self, ids: list[str], expect: dict[str, str | None] | None = None, build: str | None = None
+    ) -> list[dict[str, Any]]:
+        """Take the suggestions ``build`` (default: the review queue's build) makes for ``ids``."""
+        # A suspect's suggestion is the build's argmax, whatever the labels are now, so the newest
+        # cached gallery of that build serves: no 0.4 s rebuild (at 100k) after every decision.
+        b = self._build(build)
         cached = [g for g in reversed(self._galleries.values()) if b is not None and g.build == b.id]
         g = cached[0] if cached else self.gallery_of()
         suggested = {g.ids[i]: lab for i, lab in g.suggested.items()}
@@ -202,10 +213,10 @@ class Workspace:
         label source it made up; tokens last as long as the server (the newest UNDO_MAX).
         """
         work = self.repo.table()
-        marks = review.kept(self.repo)
+        marks = kept.read(self.repo)
         before = {}
         for raw in ids:
-            eid = work.ids[work.index[raw]] if raw in work else str(self.repo.find(raw)["id"])
+            eid = raw if raw in work else str(self.repo.find(raw)["id"])
             lab, src, _ = work.label_of(eid)
             before[eid] = {"label": lab, "source": src, "kept": marks.get(eid)}
         rows = run()
@@ -246,7 +257,7 @@ class Workspace:
             it["suggestion_from"] = it["source"] if seeded else (f"model:{g.build}" if it["predicted"] else None)
             items.append(it)
         classes = sorted(set(g.classes) | set(g.label_vocab))
-        undecided = int(((g.label < 0) | (g.kind == SOURCE_KINDS.index("model"))).sum())
+        undecided = int(((g.label < 0) | (g.kind == SOURCE_KINDS.index("model"))).sum())  # review.undecided, vectorized
         return {"items": items, "classes": classes, "build": g.build, "undecided": undecided}
 
     @locked
@@ -302,8 +313,8 @@ class Workspace:
     # ---- history -------------------------------------------------------------------------------
     @locked
     def log(self, n: int = 50, offset: int = 0, rev: str = "HEAD") -> list[dict[str, Any]]:
-        if n < 1 or offset < 0:
-            raise InputError(f"n={n}, offset={offset}: n must be at least 1 and offset at least 0")
+        if not (1 <= n <= LOG_MAX and offset >= 0):
+            raise InputError(f"n={n}, offset={offset}: n must be 1..{LOG_MAX} and offset at least 0")
         commits = self.repo.log(rev, n=offset + n)[offset:]
         return [
             {
@@ -328,13 +339,13 @@ class Workspace:
 
     @locked
     def compare(self, a: str, b: str) -> dict[str, Any]:
-        ta, tb = self.repo.table_at(self.repo.resolve(a)), self.repo.table_at(self.repo.resolve(b))
-        return {"a": self.repo.resolve(a), "b": self.repo.resolve(b), **_diff_with_blobs(ta, tb)}
+        ca, cb = self.repo.resolve(a), self.repo.resolve(b)
+        return {"a": ca, "b": cb, **_diff_with_blobs(self.repo.table_at(ca), self.repo.table_at(cb))}
 
     # ---- builds --------------------------------------------------------------------------------
     @locked
     def build_list(self) -> dict[str, Any]:
-        return {"builds": [_build_summary(b) for b in reversed(self.builds())], "jobs": jobs.list_jobs(self.repo)[:20]}
+        return {"builds": [_build_summary(b) for b in reversed(self.builds())], "jobs": jobs.list_jobs(self.repo)}
 
     @locked
     def report(self, build: str) -> dict[str, Any]:
@@ -394,7 +405,8 @@ class Workspace:
 
     # ---- images ------------------------------------------------------------------------------
     def image(self, blob: str) -> tuple[bytes, str]:
-        return thumbs.image(self.repo.store, blob)
+        with self._images_lock:
+            return thumbs.image(self._images, blob)
 
     @locked
     def blob_of(self, eid: str) -> str:
@@ -404,7 +416,8 @@ class Workspace:
         return g.blobs[i] if i is not None else str(self.repo.find(eid)["blob"])
 
     def thumbnail(self, blob: str) -> tuple[bytes, str]:
-        return thumbs.thumbnail(self.repo.store, self.repo.dir / "cache", self.repo.tmp_dir, blob)
+        with self._images_lock:
+            return thumbs.thumbnail(self._images, self.repo.dir / "cache", self.repo.tmp_dir, blob)
 
 
 def _given_prob(g: Gallery, i: int) -> float | None:
@@ -434,32 +447,16 @@ def _diff_with_blobs(a: Table, b: Table) -> dict[str, Any]:
         return [{"id": e, "blob": t.blobs[t.index[e]], "label": t.cols["label"][t.index[e]]} for e in ids[:LIST_MAX]]
 
     relabeled = [{**r, "blob": b.blobs[b.index[r["id"]]]} for r in d["relabeled"][:LIST_MAX]]
-    # Same label, new source: a person confirmed a label ('kiln keep', accepting a seeded label).
-    la, sa, lb, sb = a.cols["label"], a.cols["source"], b.cols["label"], b.cols["source"]
-    confirmed = [
-        eid for i, eid in enumerate(b.ids) if (j := a.index.get(eid)) is not None and la[j] == lb[i] and sa[j] != sb[i]
-    ]
-    d["confirmed"] = confirmed
+    d["confirmed"] = confirmed_rows(a, b)
     return {
-        "counts": {k: len(d[k]) for k in ("added", "removed", "relabeled", "confirmed")},
-        "confirmed": rows(confirmed, b),
+        "counts": {
+            **{k: len(d[k]) for k in ("added", "removed", "relabeled", "confirmed")},
+            # of the relabeled: examples that had no label before, and ones left without one
+            "newly_labeled": sum(1 for r in d["relabeled"] if r["old"] is None),
+            "unlabeled": sum(1 for r in d["relabeled"] if r["new"] is None),
+        },
+        "confirmed": rows(d["confirmed"], b),
         "added": rows(d["added"], b),
         "removed": rows(d["removed"], a),
         "relabeled": relabeled,
     }
-
-
-def check_pairs(raw: Any) -> tuple[list[tuple[str, str | None]], dict[str, str | None]]:
-    """``[{"id": ..., "label": ..., "expect"?: ...}, ...]`` from a client, checked for shape (labels
-    are checked by Repo): the pairs, and the labels the client saw where it said."""
-    if not isinstance(raw, list) or not raw:
-        raise InputError('expected {"items": [{"id": ..., "label": ...}, ...]}')
-    out, expect = [], {}
-    for x in raw:
-        ok = isinstance(x, dict) and isinstance(x.get("id"), str) and "label" in x
-        if not ok or not isinstance(x["label"], str | None) or not isinstance(x.get("expect"), str | None):
-            raise InputError(f'{str(x)[:80]} is not {{"id": "...", "label": "..." or null}}')
-        out.append((x["id"], x["label"]))
-        if "expect" in x:
-            expect[x["id"]] = x["expect"]
-    return out, expect

@@ -261,3 +261,30 @@ def test_outliers_and_slices_json(noisy: tuple[datakiln.Repo, set[str]]) -> None
     rows = kiln_json("slices", cwd=r.root)
     assert isinstance(rows, list)
     assert all({"slice", "n", "accuracy", "low", "high"} <= set(s) for s in rows)
+
+
+def test_cold_start_covers_every_kind_of_image(tmp_path: Path) -> None:
+    """Six kinds of image, one of them busy and half the data: the first 12 picks span them all
+    (k-center alone spends its picks on the busy, far-apart stripes)."""
+    import numpy as np
+    from PIL import Image
+
+    rng = np.random.default_rng(0)
+    colours = [(200, 30, 30), (30, 160, 40), (40, 60, 200), (230, 220, 60), (120, 120, 120)]
+    folder = tmp_path / "imgs"
+    folder.mkdir()
+    kinds = {}
+    for k in range(150):
+        kind = 5 if k < 75 else k % 5
+        if kind == 5:  # stripes of random colours: far from each other, like a busy class
+            px = np.repeat(rng.integers(0, 255, size=(1, 24, 3)), 24, axis=0).astype(np.uint8)
+        else:
+            px = np.clip(np.array(colours[kind]) + rng.normal(0, 12, size=(24, 24, 3)), 0, 255).astype(np.uint8)
+        Image.fromarray(px).save(folder / f"{k:03d}.png")
+        kinds[f"{k:03d}.png"] = kind
+    r = datakiln.Repo.init(tmp_path / "r")
+    r.import_folder(folder)
+    r.commit("unlabeled")
+    names = {x["id"]: x["name"] for x in r.ls()}
+    picks = kiln_json("queue", "--n", "12", cwd=r.root)
+    assert {kinds[names[x["id"]]] for x in picks} == set(range(6))

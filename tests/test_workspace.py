@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import io
+import json
+import os
 import random
 from pathlib import Path
 
@@ -10,7 +12,7 @@ import numpy as np
 import pytest
 
 import datakiln
-from datakiln import history, review
+from datakiln import history, kept, review
 from datakiln import table as tbl
 from datakiln.build import jobs
 from datakiln.errors import InputError
@@ -66,10 +68,10 @@ def test_suspects_are_the_planted_errors_and_keep_hides_them(built: datakiln.Rep
     assert top["id"] in {x["id"] for x in review.label_issues(built, include_kept=True)}
     # Relabelling a kept example makes the mark stale: judged again under its new label.
     relabel = ws.label([(top["id"], top["suggested"])])[0]["undo"]
-    assert review.kept(built)[top["id"]] == top["label"]
+    assert kept.read(built)[top["id"]] == top["label"]
     ws.restore(relabel)
     ws.restore(token)
-    assert top["id"] not in review.kept(built)
+    assert top["id"] not in kept.read(built)
     assert built.staged_edits() == []
 
 
@@ -89,8 +91,13 @@ def test_restore_refuses_a_made_up_source(built: datakiln.Repo) -> None:
         Workspace(built.root).restore("not-a-token")
 
 
-def test_example_history_matches_whole_tables(digits: datakiln.Repo, monkeypatch: pytest.MonkeyPatch) -> None:
-    """Events read from deltas equal what comparing every commit's whole table gives, snapshots included."""
+def test_example_history_matches_whole_tables(
+    digits: datakiln.Repo, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    """Events read from states equal what comparing every commit's whole table gives: snapshots,
+    a removal and re-import, an import labelled in the same commit, and a merge included."""
+    from .conftest import png, write_folder
+
     monkeypatch.setattr(tbl, "MAX_DEPTH", 3)
     ids = [r["id"] for r in digits.ls()[:4]]
     rng = random.Random(0)
@@ -98,13 +105,27 @@ def test_example_history_matches_whole_tables(digits: datakiln.Repo, monkeypatch
         digits.label(rng.choice(ids[:3]), rng.choice(["1", "2", "3"]))
         if k == 5:
             digits.rm([ids[3]])
+        if k == 8:  # the removed example comes back, and a new one arrives labelled at once
+            digits.import_sample("digits", jobs=1)
+            write_folder(tmp_path / "new", {"n/a.png": png((1, 2, 3))})
+            digits.import_folder(tmp_path / "new", jobs=1)
+            ids.append(digits.ls(label="n")[0]["id"])
+            digits.label(ids[-1], "7")
         if sum(digits.status()["staged"].values()):
             digits.commit(f"edit {k}")
+    digits.checkout("side", create=True)
+    digits.label(ids[0], "9")
+    digits.commit("on a branch")
+    digits.checkout("main")
+    digits.label(ids[1], "8")
+    digits.commit("on main")
+    digits.merge("side")
     fresh = datakiln.Repo(digits.root)
     for eid in ids:
         want = []
-        commits = fresh.log()
-        for c in commits:
+        for c in fresh.log():
+            if fresh.log()[0].id != c.id and c.id not in first_parents(fresh):
+                continue
             t = fresh.table_at(c.id)
             p = fresh.table_at(c.parents[0]) if c.parents else tbl.Table()
             now = t.label_of(eid) if eid in t else None
@@ -113,6 +134,17 @@ def test_example_history_matches_whole_tables(digits: datakiln.Repo, monkeypatch
                 want.append((c.id, now[0] if now else None))
         got = [(e["commit"], e["label"]) for e in history.example_history(fresh, eid)]
         assert got == want, eid
+    events = history.example_history(fresh, ids[3])
+    assert [e["event"] for e in events if e["event"] != "labeled"] == ["imported", "removed", "imported"]
+
+
+def first_parents(repo: datakiln.Repo) -> set[str]:
+    out, c = set(), repo.read_commit(repo.head()[1] or "")
+    while True:
+        out.add(c.id)
+        if not c.parents:
+            return out
+        c = repo.read_commit(c.parents[0])
 
 
 def test_thumbnails_are_made_once(built: datakiln.Repo, tmp_path: Path) -> None:
@@ -149,3 +181,68 @@ def test_projection_is_pca_scaled_and_stable() -> None:
     assert np.array_equal(project_2d(x), xy)
     with pytest.raises(InputError):
         project_2d(np.zeros((0, 4)))
+
+
+def test_images_are_served_from_many_threads_at_once(built: datakiln.Repo) -> None:
+    import threading
+
+    ws = Workspace(built.root)
+    blobs = [x["blob"] for x in ws.gallery(Query(limit=200))["items"]]
+    built.gc(prune_seconds=0)  # pack the loose objects: readers then share pack maps
+    errors: list[BaseException] = []
+
+    def read(k: int) -> None:
+        try:
+            for i in range(300):
+                blob = blobs[(i * 7 + k) % len(blobs)]
+                if k == 0 and i % 3 == 0:
+                    with pytest.raises(datakiln.ExampleNotFound):
+                        ws.image("f" * 64)  # a miss makes a store re-read its packs
+                (ws.thumbnail if i % 2 else ws.image)(blob)
+        except BaseException as e:  # noqa: B036 - any failure in a thread is the finding
+            errors.append(e)
+
+    threads = [threading.Thread(target=read, args=(k,)) for k in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert not errors, errors[:3]
+
+
+def test_a_job_that_never_started_does_not_block_builds(built: datakiln.Repo, monkeypatch: pytest.MonkeyPatch) -> None:
+    stuck = jobs.jobs_dir(built) / "20260101-000000-abcdef"
+    stuck.mkdir(parents=True)  # a crash between mkdir and job.json
+    monkeypatch.setattr(jobs, "STARTING_GRACE", 0.0)
+    st = jobs.status(built, stuck.name)
+    assert st["state"] == "failed"
+    gone = jobs.jobs_dir(built) / "20260101-000001-abcdef"
+    gone.mkdir()
+    (gone / "job.json").write_text(json.dumps({"id": gone.name, "pid": os.getpid(), "pid_start": 1, "started": 0}))
+    assert jobs.status(built, gone.name)["state"] == "failed"  # our pid, but not the job's process
+    assert all(j["state"] != "running" for j in jobs.list_jobs(built))
+
+
+def test_accept_takes_the_suggestion_of_the_build_under_review(built: datakiln.Repo) -> None:
+    ws = Workspace(built.root)
+    older = ws.builds()[-1].id
+    built.build(epochs=2, folds=2, seed=7, progress=False)
+    ws = Workspace(built.root)
+    old_items = {x["id"]: x["suggested"] for x in ws.review_items(older)["items"]}
+    new_items = {x["id"]: x["suggested"] for x in ws.review_items()["items"]}
+    differ = [e for e in old_items if e in new_items and old_items[e] != new_items[e]] or list(old_items)
+    eid = differ[0]
+    ws.accept([eid], build=older)
+    assert built.find(eid)["label"] == old_items[eid]
+
+
+def test_discarding_a_keep_forgets_it(built: datakiln.Repo) -> None:
+    ws = Workspace(built.root)
+    items = [x for x in ws.review_items()["items"] if x["source"] == "import"][:2]
+    ws.keep([x["id"] for x in items])
+    assert set(kept.read(built)) == {x["id"] for x in items}
+    ws.discard([items[0]["id"]])
+    assert set(kept.read(built)) == {items[1]["id"]}
+    ws.discard()
+    assert kept.read(built) == {}
+    assert items[0]["id"] in {x["id"] for x in ws.review_items()["items"]}

@@ -5,7 +5,8 @@ A job lives in ``.kiln/jobs/<job id>/``: ``job.json`` (what was asked, the proce
 (``kiln build --json`` on success) and ``err.txt``. A separate process, not a thread, because
 training holds two cores for seconds to minutes, torch's imports and threads would weigh on the
 server, and Ctrl-C handling belongs to a main thread. The build itself stays atomic (written in
-``.kiln/tmp``, renamed into place), so a killed job leaves nothing half-built.
+``.kiln/tmp``, renamed into place), so a killed job leaves nothing half-built. The process
+shares the server's process group: Ctrl-C on ``kiln ui`` stops a running build too, cleanly.
 """
 
 from __future__ import annotations
@@ -28,6 +29,7 @@ if TYPE_CHECKING:
     from ..repo import Repo
 
 JOBS_DIR = "jobs"
+STARTING_GRACE = 60.0  # seconds a job may have no process yet before it counts as failed
 # Handles of the processes this process started: poll() reaps them and gives the exit code.
 _children: dict[str, subprocess.Popen[bytes]] = {}
 
@@ -42,75 +44,116 @@ def start(repo: Repo, rev: str = "HEAD", overrides: dict[str, Any] | None = None
     One build at a time per repository: on 2 cores a second build only slows the first, so while
     one runs its status is returned (with ``already_running``) instead of starting another.
     """
-    from .builder import default_spec
-    from .spec import SHORT_KEYS
-
-    for job in list_jobs(repo):
+    for job in list_jobs(repo, limit=3):
         if job["state"] == "running":
             return {**job, "already_running": True}
-    overrides = overrides or {}
-    unknown = [k for k in overrides if k not in SHORT_KEYS]
-    if unknown:
-        raise InputError(f"build option {unknown[0]!r} is not one of {', '.join(SHORT_KEYS)}")
-    default_spec(repo).with_overrides(**overrides)  # a bad value fails here, by name, not in the job
+    overrides = _check_overrides(repo, overrides or {})
     cid = repo.resolve(rev)
     jid = time.strftime("%Y%m%d-%H%M%S-") + uuid.uuid4().hex[:6]
     d = jobs_dir(repo) / jid
     d.mkdir(parents=True)
+    info: dict[str, Any] = {"id": jid, "rev": rev, "commit": cid, "overrides": overrides, "started": time.time()}
+    # job.json exists before the process does: a crash in between leaves a job that status()
+    # calls failed, never one that looks like it runs for ever and blocks every later build.
+    _save(repo, d, {**info, "pid": None})
     flags = [f"--{k}={v}" for k, v in overrides.items()]
     cmd = [sys.executable, "-m", "datakiln", "-C", str(repo.root), "build", cid, "--json", *flags]
     env = {**os.environ, PROGRESS_FILE_ENV: str(d / "progress.json"), "KILN_PROGRESS": "0"}
-    with open(d / "out.json", "wb") as out, open(d / "err.txt", "wb") as err:
-        proc = subprocess.Popen(cmd, stdout=out, stderr=err, stdin=subprocess.DEVNULL, env=env)
+    try:
+        with open(d / "out.json", "wb") as out, open(d / "err.txt", "wb") as err:
+            proc = subprocess.Popen(cmd, stdout=out, stderr=err, stdin=subprocess.DEVNULL, env=env)
+    except OSError as e:
+        _save(repo, d, {**info, "pid": None, "end": {"code": None, "error": f"could not start kiln build: {e}"}})
+        raise StateError(f"could not start a build process ({e})") from None
     _children[jid] = proc
-    info = {"id": jid, "rev": rev, "commit": cid, "overrides": overrides, "pid": proc.pid, "started": time.time()}
-    atomic_write(d / "job.json", json.dumps(info).encode(), repo.tmp_dir)
+    _save(repo, d, {**info, "pid": proc.pid, "pid_start": _pid_start(proc.pid)})
     return status(repo, jid)
+
+
+def _check_overrides(repo: Repo, overrides: dict[str, Any]) -> dict[str, Any]:
+    """The overrides, if each names a short key with a value of its type (checked by the spec)."""
+    from .builder import default_spec
+    from .spec import SHORT_KEYS
+
+    for k, v in overrides.items():
+        if k not in SHORT_KEYS:
+            raise InputError(f"build option {k!r} is not one of {', '.join(SHORT_KEYS)}")
+        if isinstance(v, bool) or not isinstance(v, int | float | str):
+            raise InputError(f"build option {k}={v!r}: give a number (or a name for arch)")
+    default_spec(repo).with_overrides(**overrides)  # a bad value fails here, by name, not in the job
+    return overrides
 
 
 def status(repo: Repo, jid: str) -> dict[str, Any]:
     """``{id, state (running|done|failed|cancelled), progress, build, error, ...}`` of a job."""
     d = _job_dir(repo, jid)
-    try:
-        info: dict[str, Any] = json.loads((d / "job.json").read_text())
-    except FileNotFoundError:
-        # start() writes job.json right after the process starts; a job seen in between is starting.
-        return {"id": jid, "state": "running", "progress": None, "build": None, "error": None}
-    code = info.get("returncode")
-    if code is None:
-        code = _exit_code(jid, int(info["pid"]))
-        if code is not None and code != "gone":
-            info["returncode"] = code
-            info["finished"] = time.time()
-            atomic_write(d / "job.json", json.dumps(info).encode(), repo.tmp_dir)
+    info = _read_json(d / "job.json")
+    if not isinstance(info, dict):
+        info = {"id": jid, "pid": None, "started": d.stat().st_mtime}
+    if "end" not in info and not _alive(jid, info):
+        info["end"] = {"code": _children[jid].returncode if jid in _children else None}
+        info["finished"] = time.time()
+        _save(repo, d, info)
     out = _read_json(d / "out.json")
-    progress = _read_json(d / "progress.json")
-    if code is None:
-        state = "running"
-    elif isinstance(out, dict) and "id" in out:
-        state = "done"  # includes a job whose server died before it could see the exit code
-    elif code in (130, -signal.SIGINT):
-        state = "cancelled"
-    else:
-        state = "failed"
-    error = None
-    if state == "failed":
-        err = (d / "err.txt").read_text(errors="replace").strip().splitlines()
-        error = err[-1] if err else f"the build process ended with code {code} and said nothing"
+    result = out if isinstance(out, dict) and "id" in out else None
+    state, error = _state(d, info, result)
     return {
         **info,
         "state": state,
-        "progress": progress,
-        "build": out.get("id") if isinstance(out, dict) else None,
-        "result": out if isinstance(out, dict) else None,
+        "progress": _read_json(d / "progress.json"),
+        "build": result["id"] if result else None,
+        "result": result,
         "error": error,
     }
+
+
+def _state(d: Path, info: dict[str, Any], result: dict[str, Any] | None) -> tuple[str, str | None]:
+    if "end" not in info:
+        return "running", None
+    if result is not None:
+        return "done", None  # also a job whose server died before it saw the exit code
+    end = info["end"]
+    try:
+        err = (d / "err.txt").read_text(errors="replace").strip().splitlines()
+    except FileNotFoundError:
+        err = []
+    if end.get("code") in (130, -signal.SIGINT) or (err and "interrupted" in err[-1]):
+        return "cancelled", None
+    if end.get("error"):
+        return "failed", str(end["error"])
+    return "failed", err[-1] if err else f"the build process ended (code {end.get('code')}) and said nothing"
+
+
+def _alive(jid: str, info: dict[str, Any]) -> bool:
+    """Is the job's process still running? Ours: poll() (which also reaps it). Another server's:
+    the pid exists *and* started when the job's did, so a reused pid is not mistaken for it."""
+    proc = _children.get(jid)
+    if proc is not None:
+        return proc.poll() is None
+    pid = info.get("pid")
+    if pid is None:
+        # Between mkdir and Popen of a live server, briefly; after a crash there, for ever.
+        return time.time() - float(info.get("started", 0)) < STARTING_GRACE
+    return _pid_start(int(pid)) == info.get("pid_start")
+
+
+def _pid_start(pid: int) -> int | None:
+    """The process's start time in clock ticks since boot (Linux /proc), or None if it is gone."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except (FileNotFoundError, ProcessLookupError, PermissionError):
+        return None
+    return int(stat.rsplit(")", 1)[1].split()[19])  # field 22; the name in (...) may hold spaces
+
+
+def _save(repo: Repo, d: Path, info: dict[str, Any]) -> None:
+    atomic_write(d / "job.json", json.dumps(info).encode(), repo.tmp_dir)
 
 
 def cancel(repo: Repo, jid: str) -> dict[str, Any]:
     """Ask a running job to stop (SIGINT: the build stops at its next safe point, keeps nothing)."""
     st = status(repo, jid)
-    if st["state"] != "running":
+    if st["state"] != "running" or st.get("pid") is None:
         raise StateError(f"build job {jid} is {st['state']}, not running; nothing to cancel")
     try:
         os.kill(int(st["pid"]), signal.SIGINT)
@@ -119,12 +162,12 @@ def cancel(repo: Repo, jid: str) -> dict[str, Any]:
     return st
 
 
-def list_jobs(repo: Repo) -> list[dict[str, Any]]:
-    """Every job, newest first."""
+def list_jobs(repo: Repo, limit: int = 20) -> list[dict[str, Any]]:
+    """The newest ``limit`` jobs, newest first (job ids sort by start time)."""
     root = jobs_dir(repo)
     if not root.is_dir():
         return []
-    return [status(repo, d.name) for d in sorted(root.iterdir(), reverse=True) if d.is_dir()]
+    return [status(repo, d.name) for d in sorted(root.iterdir(), reverse=True)[:limit] if d.is_dir()]
 
 
 def _job_dir(repo: Repo, jid: str) -> Path:
@@ -134,20 +177,6 @@ def _job_dir(repo: Repo, jid: str) -> Path:
     if not ok or not d.is_dir():
         raise BuildNotFound(f"no build job {jid[:40]!r}; the Builds page lists them")
     return d
-
-
-def _exit_code(jid: str, pid: int) -> int | str | None:
-    """The exit code; None while running; "gone" for a process another server started that ended."""
-    proc = _children.get(jid)
-    if proc is not None:
-        return proc.poll()
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return "gone"
-    except PermissionError:
-        pass
-    return None
 
 
 def _read_json(path: Path) -> Any:

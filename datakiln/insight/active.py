@@ -85,7 +85,7 @@ def k_center(emb: np.ndarray, n: int, reference: np.ndarray | None = None, seed:
     return np.array(picks, dtype=np.int64)
 
 
-def _sq_dist(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+def sq_dist(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     """(len(a), len(b)) squared Euclidean distances, through one matrix product."""
     d = (a * a).sum(axis=1)[:, None] - 2 * a @ b.T + (b * b).sum(axis=1)[None, :]
     return np.asarray(np.maximum(d, 0.0))
@@ -101,19 +101,19 @@ def cluster_picks(emb: np.ndarray, weights: np.ndarray, n: int, seed: int = 0, i
     e = emb.astype(np.float64)
     w = weights / weights.sum()
     centers = [int(rng.choice(len(e), p=w))]
-    d2 = _sq_dist(e, e[centers])[:, 0]
+    d2 = sq_dist(e, e[centers])[:, 0]
     for _ in range(n - 1):
         p = d2 * w
         centers.append(int(rng.choice(len(e), p=p / p.sum())) if p.sum() > 0 else int(rng.integers(len(e))))
-        d2 = np.minimum(d2, _sq_dist(e, e[centers[-1:]])[:, 0])
+        d2 = np.minimum(d2, sq_dist(e, e[centers[-1:]])[:, 0])
     c = e[centers]
     for _ in range(iters):
-        assign = _sq_dist(e, c).argmin(axis=1)
+        assign = sq_dist(e, c).argmin(axis=1)
         for k in range(n):
             members = assign == k
             if members.any():
                 c[k] = (e[members] * w[members, None]).sum(axis=0) / w[members].sum()
-    dist = _sq_dist(e, c)
+    dist = sq_dist(e, c)
     picks: list[int] = []
     taken = np.zeros(len(e), dtype=bool)
     for k in range(n):

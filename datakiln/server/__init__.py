@@ -49,7 +49,27 @@ def bind(host: str, port: int | None) -> socket.socket:
     raise InputError(f"ports {tries[0]}-{tries[-1]} are all in use; pass --port N, or --port 0 for any free port")
 
 
-def serve(path: str | Path = ".", *, host: str = "127.0.0.1", port: int | None = None) -> None:
+def allowed_hosts(host: str, port: int, extra: list[str]) -> set[str]:
+    """The Host headers this server answers: loopback names, the address it listens on, this
+    machine's names when it listens on all interfaces, and ``--allow-host`` names. Anything else
+    is refused, so a web page that points its own DNS name at this machine cannot read it."""
+    names = {"127.0.0.1", "localhost", "[::1]", _url_host(host), *extra}
+    if host in ("0.0.0.0", "::", ""):
+        names.update({socket.gethostname(), socket.getfqdn()})
+        try:
+            names.update(_url_host(str(a[4][0])) for a in socket.getaddrinfo(socket.gethostname(), None))
+        except OSError:
+            pass
+    return {f"{n}:{port}" for n in names if n}
+
+
+def _url_host(host: str) -> str:
+    return f"[{host}]" if ":" in host else host
+
+
+def serve(
+    path: str | Path = ".", *, host: str = "127.0.0.1", port: int | None = None, allow_hosts: list[str] | None = None
+) -> None:
     """Serve the repository at ``path`` until Ctrl-C; prints the URL once it accepts connections."""
     import uvicorn
 
@@ -58,19 +78,17 @@ def serve(path: str | Path = ".", *, host: str = "127.0.0.1", port: int | None =
     ws = Workspace(path)
     sock = bind(host, port)
     real_port = sock.getsockname()[1]
-    loopback = is_loopback(host)
-    hosts = {f"{h}:{real_port}" for h in ("127.0.0.1", "localhost", "[::1]")} if loopback else None
-    app = create_app(ws, hosts=hosts)
-    if not loopback:
+    app = create_app(ws, hosts=allowed_hosts(host, real_port, allow_hosts or []))
+    if not is_loopback(host):
         print(
             f"kiln ui: warning: listening on {host}, not loopback: anyone who can reach it can read this "
-            "repository, and anyone who can load its page can change it",
+            "repository and, through a page it serves, change it",
             file=sys.stderr,
         )
-    shown = "127.0.0.1" if loopback else host
+    shown = "127.0.0.1" if host in ("0.0.0.0", "") else _url_host(host)
     landing = "review" if ws.builds() else "gallery"
     server = uvicorn.Server(uvicorn.Config(app, log_level="warning", access_log=False, lifespan="off"))
-    # Warm the gallery while the first page loads: it is the one slow read (~0.3 s at 100k).
+    # Warm the gallery while the first page loads: it is the one slow read (~0.5 s at 100k).
     threading.Thread(target=ws.gallery_of, daemon=True).start()
     print(f"kiln ui: serving {ws.repo.root} at http://{shown}:{real_port}/{landing}  (Ctrl-C stops)", flush=True)
     server.run(sockets=[sock])

@@ -37,8 +37,8 @@ from ..errors import (
     RevisionNotFound,
 )
 from ..gallery import Query
-from ..insight.active import STRATEGIES
-from ..workspace import Workspace, check_pairs
+from ..thumbs import check_blob
+from ..workspace import Workspace
 
 TOKEN_HEADER = "x-kiln-token"
 PAGES = ("", "gallery", "example", "review", "label", "changes", "history", "builds")
@@ -51,6 +51,8 @@ SECURITY_HEADERS = {
     "Referrer-Policy": "no-referrer",
     "Content-Security-Policy": "default-src 'self'; img-src 'self' data:; style-src 'self' 'unsafe-inline'; "
     "frame-ancestors 'none'",
+    # Other sites may not embed our images or scripts (no probing whether a known image is here).
+    "Cross-Origin-Resource-Policy": "same-origin",
 }
 NOT_FOUND = (ExampleNotFound, BuildNotFound, RevisionNotFound, MissingObject)
 CONFLICT = (NothingToCommit, ConcurrencyError)
@@ -69,8 +71,8 @@ def error(status: int, message: str) -> Response:
     return as_json({"error": message}, status)
 
 
-def create_app(ws: Workspace, *, token: str | None = None, hosts: set[str] | None = None) -> FastAPI:
-    """The app over ``ws``. ``hosts``: the Host headers to answer (None: any, when not on loopback)."""
+def create_app(ws: Workspace, *, hosts: set[str], token: str | None = None) -> FastAPI:
+    """The app over ``ws``, answering only requests whose Host header is in ``hosts``."""
     token = token or secrets.token_urlsafe(24)
     app = FastAPI(title="kiln ui", docs_url=None, redoc_url=None, openapi_url=None)
     shell = ui_file("index.html").replace("{{token}}", token).replace("{{name}}", _html(ws.repo.root.name))
@@ -78,8 +80,12 @@ def create_app(ws: Workspace, *, token: str | None = None, hosts: set[str] | Non
     @app.middleware("http")
     async def guard(request: Request, call_next: Callable[[Request], Awaitable[Response]]) -> Response:
         host = request.headers.get("host", "")
-        if hosts is not None and host not in hosts:
-            return error(403, f"host {host!r} is not this server; open http://{sorted(hosts)[0]}/")
+        if host not in hosts:
+            return error(
+                403, f"host {host[:80]!r} is not this server; open http://{sorted(hosts)[0]}/ (or --allow-host)"
+            )
+        if _from_another_site(request):
+            return error(403, "requests made by other sites' pages are refused")
         if request.method not in ("GET", "HEAD"):
             size = request.headers.get("content-length", "0")
             limit = UPLOAD_MAX if request.url.path == "/api/import" else BODY_MAX
@@ -126,13 +132,21 @@ def create_app(ws: Workspace, *, token: str | None = None, hosts: set[str] | Non
     return app
 
 
+def _from_another_site(request: Request) -> bool:
+    """A request another site's page made (an <img>, a fetch): refused, so no page can probe the
+    repository. Following a link to the app from elsewhere is a top-level navigation, allowed."""
+    h = request.headers
+    navigation = h.get("sec-fetch-mode") == "navigate" and h.get("sec-fetch-dest") == "document"
+    return h.get("sec-fetch-site") == "cross-site" and not navigation
+
+
 def _html(s: str) -> str:
     return s.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;").replace('"', "&quot;")
 
 
 def _image_routes(app: FastAPI, ws: Workspace) -> None:
     def send(request: Request, blob: str, get: Callable[[str], tuple[bytes, str]]) -> Response:
-        etag = f'"{blob}"'
+        etag = f'"{check_blob(blob)}"'
         if request.headers.get("if-none-match") == etag:
             return Response(status_code=304, headers={"ETag": etag, "Cache-Control": IMMUTABLE})
         data, ctype = get(blob)
@@ -211,7 +225,7 @@ def _read_routes(app: FastAPI, ws: Workspace) -> None:
 
     @app.get("/api/log")
     def log(n: str | None = None, offset: str | None = None, rev: str | None = None) -> Response:
-        return as_json(ws.log(min(_int(n, 50, "n"), 500), _int(offset, 0, "offset"), rev or "HEAD"))
+        return as_json(ws.log(_int(n, 50, "n"), _int(offset, 0, "offset"), rev or "HEAD"))
 
     @app.get("/api/commits/{rev}")
     def show(rev: str) -> Response:
@@ -282,6 +296,22 @@ def _files(raw: Any) -> list[tuple[str, str | None, bytes]]:
     return out
 
 
+def check_pairs(raw: Any) -> tuple[list[tuple[str, str | None]], dict[str, str | None]]:
+    """``[{"id": ..., "label": ..., "expect"?: ...}, ...]``, checked for shape (labels are checked
+    by the library): the pairs, and the labels the page saw where it said."""
+    if not isinstance(raw, list) or not raw:
+        raise InputError('expected {"items": [{"id": ..., "label": ...}, ...]}')
+    out, expect = [], {}
+    for x in raw:
+        ok = isinstance(x, dict) and isinstance(x.get("id"), str) and "label" in x
+        if not ok or not isinstance(x["label"], str | None) or not isinstance(x.get("expect"), str | None):
+            raise InputError(f'{str(x)[:80]} is not {{"id": "...", "label": "..." or null}}')
+        out.append((x["id"], x["label"]))
+        if "expect" in x:
+            expect[x["id"]] = x["expect"]
+    return out, expect
+
+
 def _expect(body: dict[str, Any]) -> dict[str, str | None] | None:
     """``{"expect": {id: label the page showed}}``: refuse the change if the label moved since."""
     raw = body.get("expect")
@@ -302,7 +332,10 @@ def _write_routes(app: FastAPI, ws: Workspace) -> None:
     @app.post("/api/accept")
     async def accept(request: Request) -> Response:
         b = await _body(request)
-        return as_json(await run_in_threadpool(ws.accept, _ids(b), _expect(b)))
+        build = b.get("build")
+        if not isinstance(build, str | None):
+            raise InputError("build must be a build id or null")
+        return as_json(await run_in_threadpool(ws.accept, _ids(b), _expect(b), build))
 
     @app.post("/api/keep")
     async def keep(request: Request) -> Response:
@@ -320,8 +353,8 @@ def _write_routes(app: FastAPI, ws: Workspace) -> None:
     async def fill_queue(request: Request) -> Response:
         b = await _body(request)
         n, strategy = b.get("n", 20), b.get("strategy", "auto")
-        if type(n) is not int or not 1 <= n <= 1000 or strategy not in STRATEGIES:
-            raise InputError(f'expected {{"n": 1..1000, "strategy": one of {", ".join(STRATEGIES)}}}')
+        if type(n) is not int or not isinstance(strategy, str):
+            raise InputError('expected {"n": 20, "strategy": "auto"}')
         return as_json(await run_in_threadpool(ws.fill_queue, n, strategy))
 
     @app.post("/api/commit")

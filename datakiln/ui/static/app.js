@@ -63,7 +63,9 @@ async function api(path, body, doneText) {
     const msg = (data && data.error) || `${res.status} ${res.statusText}`;
     if (body !== undefined) saveState("failed", "not saved");
     toast(msg);
-    throw new Error(msg);
+    const err = new Error(msg);
+    err.status = res.status;
+    throw err;
   }
   if (body !== undefined) {
     saveState("saved", (doneText || "saved ✓") + " " + new Date().toLocaleTimeString());
@@ -75,11 +77,18 @@ async function api(path, body, doneText) {
 const short = (id) => (id ? id.slice(0, 10) : "");
 const pct = (x) => (x === null || x === undefined ? "n/a" : (100 * x).toFixed(1) + "%");
 const when = (t) => new Date(t * 1000).toLocaleString();
-const thumb = (blob, cls) => h("img", { src: `/thumb/${blob}`, loading: "lazy", alt: "", class: cls || "thumb" });
+// Small images (8x8 digits) are upscaled with hard pixels; photos are scaled smoothly.
+const sharpen = (e) => e.target.classList.toggle("px", e.target.naturalWidth < e.target.clientWidth);
+const thumb = (blob, cls) => h("img", { src: `/thumb/${blob}`, loading: "lazy", alt: "", class: cls || "thumb", onload: sharpen });
 const link = (href, ...kids) => h("a", { href, "data-nav": true }, ...kids);
 const params = () => new URLSearchParams(location.search);
 
+// Each page's scroll position, so coming back to a gallery page lands where you left it.
+function saveScroll() { sessionStorage.setItem("scroll:" + location.pathname + location.search, String(window.scrollY)); }
+function restoreScroll() { window.scrollTo(0, Number(sessionStorage.getItem("scroll:" + location.pathname + location.search) || 0)); }
+
 function navigate(href) {
+  saveScroll();
   history.pushState(null, "", href);
   route();
 }
@@ -91,6 +100,7 @@ document.addEventListener("click", (e) => {
   navigate(a.getAttribute("href"));
 });
 window.addEventListener("popstate", route);
+history.scrollRestoration = "manual";  // the app restores it after drawing (the browser would before)
 
 // Keys are handled one after another: a decision waits for the previous one to be saved, so
 // fast typing labels successive examples instead of the same one twice.
@@ -99,6 +109,8 @@ document.addEventListener("keydown", (e) => {
   const t = e.target;
   const typing = t instanceof HTMLInputElement || t instanceof HTMLTextAreaElement || t instanceof HTMLSelectElement;
   if (!page.onKey || typing || e.altKey || e.metaKey) return;
+  // Enter and Space on a focused link or button belong to it (open, press), not to the page.
+  if ((e.key === "Enter" || e.key === " ") && t.closest && t.closest("a, button")) return;
   if (["Enter", "/", "ArrowLeft", "ArrowRight"].includes(e.key)) e.preventDefault();
   const handler = page.onKey;
   const ev = { key: e.key, ctrlKey: e.ctrlKey, preventDefault: () => {} };
@@ -175,12 +187,12 @@ async function gallery() {
     FLAGS.map((f) => h("label", { class: "check" },
       h("input", { type: "checkbox", name: f, checked: p.get(f) === "1", disabled: f !== "unlabeled" && !hasBuild,
         onchange: (e) => set(f, e.target.checked ? "1" : "") }),
-      { issue: "suspected label error", unlabeled: "unlabeled", wrong: "model disagrees" }[f])),
+      { issue: "suspected label error", unlabeled: "unlabeled", wrong: "model disagrees with the label it saw" }[f])),
     select("sort", "sort by", ["added", "id", "issue", "uncertainty", "confidence"],
       ["order added", "id", "most suspect label first", "most uncertain first", "most confident first"]),
     h("div", { class: "chips" },
       ["given", "predicted", "build"].filter((k) => p.get(k)).map((k) =>
-        h("span", { class: "chip" }, `${k}: ${k === "build" ? short(p.get(k)) : p.get(k)} `,
+        h("span", { class: "chip" }, `${{ given: "label the build saw", predicted: "predicted", build: "build" }[k]}: ${k === "build" ? short(p.get(k)) : p.get(k)} `,
           h("a", { href: "#", onclick: (e) => { e.preventDefault(); set(k, ""); } }, "×")))),
     hasBuild ? h("p", { class: "muted" }, "predictions: build ", link(`/builds/${facets.build}`, short(facets.build)))
       : h("p", { class: "muted" }, "no build yet: ", link("/builds", "start one"), " for predictions and issues"));
@@ -198,7 +210,9 @@ async function gallery() {
     ? h("p", { class: "bad" }, data.error, " ", link("/gallery", "clear every filter"))
     : h("div", { class: "grid", id: "gallery-grid" }, data.items.map(card));
   put(main, h("div", { class: "gallery" }, filters, h("div", {}, pager, grid)));
+  restoreScroll();
   page.onKey = (e) => {
+    if (e.key === "/") return document.querySelector("input[name=search]").focus();
     if (e.key === "ArrowRight" && offset + 100 < data.total) pageTo(offset + 100);
     if (e.key === "ArrowLeft" && offset > 0) pageTo(Math.max(0, offset - 100));
   };
@@ -234,6 +248,7 @@ async function example(parts) {
   const prev = at > 0 ? list.ids[at - 1] : null;
   const nextId = at >= 0 && at + 1 < list.ids.length ? list.ids[at + 1] : null;
   page.onKey = (e) => {
+    if (e.key === "/") return input.focus();
     if (e.key === "ArrowLeft" && prev) navigate(`/example/${prev}`);
     if (e.key === "ArrowRight" && nextId) navigate(`/example/${nextId}`);
     if (e.key === "Escape" && at >= 0) navigate(list.back);
@@ -241,10 +256,10 @@ async function example(parts) {
   put(main,
     h("p", { class: "form-row" }, at >= 0 ? link(list.back, "‹ back to the gallery") : h("a", { href: "#", onclick: (e) => { e.preventDefault(); history.back(); } }, "‹ back"),
       at >= 0 ? [prev ? link(`/example/${prev}`, "← previous") : h("span", { class: "muted" }, "← previous"),
-        h("span", { class: "muted" }, `${at + 1} of ${list.ids.length} on this page · Esc: back`),
+        h("span", { class: "muted" }, `${at + 1} of ${list.ids.length} on this page · Esc: back · /: edit the label`),
         nextId ? link(`/example/${nextId}`, "next →") : h("span", { class: "muted" }, "next →")] : null),
-    h("div", { class: "queue" },
-      h("div", {}, h("img", { class: "big", src: `/img/${ex.blob}`, alt: ex.name || ex.id }),
+    h("div", { class: "detail" },
+      h("div", {}, h("img", { class: "big huge", src: `/img/${ex.blob}`, alt: ex.name || ex.id, onload: sharpen }),
         h("p", {}, h("a", { href: `/img/${ex.blob}`, target: "_blank", rel: "noopener" }, "full size ↗"))),
       h("div", {},
         h("h1", {}, ex.name || short(ex.id)),
@@ -320,9 +335,18 @@ class Walk {
   remaining() { return this.items.filter((x) => !x.done).length; }
   record(row, label) {
     this.undo.push({ pos: this.pos, token: row.undo, item: this.item });
+    if (!this.item.done) this.decided += 1;
     this.item.done = label;
-    this.decided += 1;
     this.next();
+  }
+  // The label the page shows for the current example: a decision made here, else the one loaded.
+  seen() { return this.item.done ?? this.item.label; }
+  // After a 409 (someone else labelled it), load what it has now, so the next decision is judged
+  // against that.
+  async reload() {
+    const it = this.item;
+    const ex = await api("/api/examples/" + it.id);
+    Object.assign(it, { label: ex.label, source: ex.source, done: null });
   }
   next() {
     this.pos += 1;
@@ -356,12 +380,17 @@ async function review() {
   const act = async (kind, label) => {
     const it = w.item;
     if (!it) return;
-    const expect = { [it.id]: it.label };  // refused if someone changed the label meanwhile
+    const expect = { [it.id]: w.seen() };  // refused if someone changed the label meanwhile
     let rows;
-    if (kind === "accept") rows = await api("/api/accept", { ids: [it.id], expect });
-    else if (kind === "keep") rows = await api("/api/keep", { ids: [it.id], expect });
-    else rows = await api("/api/label", { items: [{ id: it.id, label, expect: it.label }] });
-    w.record(rows[0], kind === "accept" ? it.suggested : kind === "keep" ? it.label : label);
+    try {
+      if (kind === "accept") rows = await api("/api/accept", { ids: [it.id], expect, build: data.build });
+      else if (kind === "keep") rows = await api("/api/keep", { ids: [it.id], expect });
+      else rows = await api("/api/label", { items: [{ id: it.id, label, expect: w.seen() }] });
+    } catch (e) {
+      if (e.status === 409) { await w.reload(); draw(); }
+      return;
+    }
+    w.record(rows[0], kind === "accept" ? it.suggested : kind === "keep" ? w.seen() : label);
     draw();
   };
   const next = () => { w.next(); draw(); };
@@ -386,7 +415,7 @@ async function review() {
     }
     const pick = (c) => act("label", c);
     put(main, h("div", { class: "queue", id: "review-item", "data-id": it.id },
-      h("div", {}, h("img", { class: "big", src: `/img/${it.blob}`, alt: it.name || it.id }),
+      h("div", {}, h("img", { class: "big", src: `/img/${it.blob}`, alt: it.name || it.id, onload: sharpen }),
         h("p", { class: "muted mono" }, it.name || it.id)),
       h("div", {},
         h("p", { class: "muted" }, `suspect ${w.pos + 1} of ${items.length}` + (data.total > items.length ? ` (first ${items.length} of ${data.total})` : "") + ` · ${remaining} to go · build `,
@@ -451,7 +480,13 @@ async function label() {
   const save = async (lab) => {
     const it = w.item;
     if (!it || !lab) return;
-    const rows = await api("/api/label", { items: [{ id: it.id, label: lab, expect: it.label }] });
+    let rows;
+    try {
+      rows = await api("/api/label", { items: [{ id: it.id, label: lab, expect: w.seen() }] });
+    } catch (e) {
+      if (e.status === 409) { await w.reload(); draw(); }
+      return;
+    }
     w.record(rows[0], lab);
     selected = w.item ? w.item.suggestion : null;
     draw();
@@ -475,12 +510,13 @@ async function label() {
       return;
     }
     put(main, h("div", { class: "queue", id: "label-item", "data-id": it.id },
-      h("div", {}, h("img", { class: "big", src: `/img/${it.blob}`, alt: it.name || it.id }),
+      h("div", {}, h("img", { class: "big", src: `/img/${it.blob}`, alt: it.name || it.id, onload: sharpen }),
         h("p", { class: "muted mono" }, it.name || it.id)),
       h("div", {},
         h("p", { class: "muted" }, `${w.pos + 1} of ${items.length} · ${remaining} to go`),
         it.suggestion ? h("p", {}, "suggestion ", h("span", { class: "big-label", id: "suggestion" }, it.suggestion), " ",
-          h("span", { class: "muted" }, `from ${it.suggestion_from}` + (it.confidence !== null ? ` · ${pct(it.confidence)}` : "")))
+          h("span", { class: "muted" }, (it.suggestion_from || "").startsWith("model:") ? ["from build ", link(`/builds/${it.suggestion_from.slice(6)}`, short(it.suggestion_from.slice(6)))] : "",
+            it.confidence !== null ? ` · ${pct(it.confidence)}` : ""))
           : h("p", { class: "muted" }, "no suggestion: pick a class"),
         classButtons(classes, selected, null, save),
         h("div", { class: "form-row" }, typeAhead(classes, save),
@@ -597,10 +633,11 @@ async function historyPage(parts) {
     h("option", { value: "" }, `HEAD (${statusCache && statusCache.branch ? statusCache.branch : "detached"})`),
     branches.map((b) => h("option", { value: b, selected: b === rev }, b))));
   const picked = new Set();
+  const when_ = Object.fromEntries(commits.map((c) => [c.id, c.time]));
   const cmp = h("button", { disabled: true, onclick: () => {
-    const [b, a] = [...picked];
+    const [a, b] = [...picked].sort((x, y) => when_[x] - when_[y]);  // older → newer, whatever the tick order
     navigate(`/history/compare?a=${a}&b=${b}`);
-  } }, "Compare the two checked");
+  } }, "Compare the two checked (older → newer)");
   put(main, h("h1", {}, "History"), h("p", { class: "form-row" }, pickBranch, cmp),
     commits.length ? h("table", { id: "log" },
       h("tr", {}, h("th", {}, ""), h("th", {}, "commit"), h("th", {}, "message"), h("th", {}, "author"), h("th", {}, "when"), h("th", { class: "num" }, "examples"), h("th", { class: "num" }, "labeled")),
@@ -629,6 +666,7 @@ function diffPage(d) {
     h("a", { class: "card", href: `/example/${r.id}`, "data-nav": true }, thumb(r.blob), h("div", { class: "cap" }, r.label ?? "—"))));
   put(main, h("p", {}, link("/history", "‹ history")), ...head,
     h("p", { id: "diff-counts" }, `${c.added} added, ${c.removed} removed, ${c.relabeled} relabeled` +
+      (c.newly_labeled || c.unlabeled ? ` (${[c.newly_labeled ? `${c.newly_labeled} had no label before` : "", c.unlabeled ? `${c.unlabeled} left without one` : ""].filter(Boolean).join(", ")})` : "") +
       (c.confirmed ? `, ${c.confirmed} confirmed (same label, now a person's)` : "")),
     c.relabeled ? [h("h2", {}, "relabeled"), relabeled] : null,
     c.added ? [h("h2", {}, `added` + (c.added > d.added.length ? ` (first ${d.added.length})` : "")), plain(d.added, "diff-added")] : null,
@@ -656,14 +694,18 @@ async function buildsPage(parts) {
       watchJob(job.id);
     } }, "Start build"));
   const picked = new Set();
-  const cmp = h("button", { disabled: true, onclick: () => { const [b, a] = [...picked]; navigate(`/builds/compare?a=${a}&b=${b}`); } }, "Compare the two checked");
+  const made = Object.fromEntries(data.builds.map((b) => [b.id, b.created]));
+  const cmp = h("button", { disabled: true, onclick: () => {
+    const [a, b] = [...picked].sort((x, y) => made[x] - made[y]);  // older → newer
+    navigate(`/builds/compare?a=${a}&b=${b}`);
+  } }, "Compare the two checked (older → newer)");
   const staged = statusCache ? statusCache.staged.added + statusCache.staged.removed + statusCache.staged.relabeled : 0;
   put(main, h("h1", {}, "Builds"), form,
     staged ? h("p", { class: "muted" }, `${staged} staged change(s) are not in any build: `, link("/changes", "commit them"), " first to build them.") : null,
     h("div", { id: "job" }),
     h("h2", {}, "finished builds"), h("p", {}, cmp),
     data.builds.length ? h("table", { id: "build-list" },
-      h("tr", {}, h("th", {}, ""), h("th", {}, "build"), h("th", {}, "commit"), h("th", {}, "when"), h("th", { class: "num" }, "valid"), h("th", { class: "num" }, "test"), h("th", { class: "num" }, "seconds"), h("th", {}, "model")),
+      h("tr", {}, h("th", {}, ""), h("th", {}, "build"), h("th", {}, "commit"), h("th", {}, "when"), h("th", { class: "num" }, "valid (n)"), h("th", { class: "num" }, "test (n)"), h("th", { class: "num" }, "train out-of-sample (n)"), h("th", { class: "num" }, "seconds"), h("th", {}, "model")),
       data.builds.map((b) => h("tr", {},
         h("td", {}, h("input", { type: "checkbox", "aria-label": "compare " + short(b.id), onchange: (e) => {
           if (e.target.checked) picked.add(b.id); else picked.delete(b.id);
@@ -672,11 +714,12 @@ async function buildsPage(parts) {
         h("td", { class: "mono" }, link(`/builds/${b.id}`, short(b.id))),
         h("td", { class: "mono" }, link(`/history/${b.commit}`, short(b.commit))),
         h("td", {}, when(b.created)),
-        h("td", { class: "num" }, pct(b.metrics.valid.accuracy)), h("td", { class: "num" }, pct(b.metrics.test.accuracy)),
+        ["valid", "test", "train_oos"].map((k) => h("td", { class: "num" }, b.metrics[k].n ? `${pct(b.metrics[k].accuracy)} (${b.metrics[k].n})` : "—")),
         h("td", { class: "num" }, b.seconds.toFixed(1)),
-        h("td", {}, `${b.spec.model.arch} ×${b.spec.model.width}, ${b.spec.train.epochs} epochs`)))) : h("p", { class: "muted" }, "No builds yet."));
-  const running = data.jobs.find((j) => j.state === "running");
-  if (running) watchJob(running.id);
+        h("td", {}, `${b.spec.model.arch} ×${b.spec.model.width}, ${b.spec.train.epochs} epochs, ${b.spec.train.folds >= 2 ? b.spec.train.folds + " folds" : "no folds"}`)))) : h("p", { class: "muted" }, "No builds yet."));
+  // The running job, or one that ended in the last two minutes (its result link stays in view).
+  const recent = data.jobs.find((j) => j.state === "running" || Date.now() / 1000 - (j.finished || 0) < 120);
+  if (recent) watchJob(recent.id);
 }
 
 function watchJob(id) {
@@ -697,7 +740,10 @@ function watchJob(id) {
         h("span", { style: `width:${(100 * frac).toFixed(1)}%` })),
       j.state === "running" ? h("button", { onclick: () => api(`/api/jobs/${id}/cancel`, {}) }, "Stop") : null);
     if (j.state === "running") setTimeout(tick, 500);
-    else if (j.state === "done") { refreshStatus(); setTimeout(() => { if (document.body.contains(box)) route(); }, 1200); }
+    else if (j.state === "done" && !document.querySelector(`#build-list a[href="/builds/${j.build}"]`)) {
+      refreshStatus();
+      setTimeout(() => { if (document.body.contains(box)) route(); }, 600);  // list the new build
+    }
     const start = document.getElementById("start-build");
     if (start) start.disabled = j.state === "running";
   };
@@ -719,7 +765,7 @@ async function reportPage(id) {
   put(main,
     h("p", {}, link("/builds", "‹ builds")),
     h("h1", {}, `Build ${short(r.id)}`),
-    h("p", { class: "muted" }, `commit `, link(`/history/${r.commit}`, short(r.commit)), ` · ${r.spec.model.arch} ×${r.spec.model.width} · trained ${r.training.epochs_run} of ${r.spec.train.epochs} epochs (early stopping) · ` +
+    h("p", { class: "muted" }, `commit `, link(`/history/${r.commit}`, short(r.commit)), ` · ${r.spec.model.arch} ×${r.spec.model.width} · ` + (r.training.epochs_run < r.spec.train.epochs ? `trained ${r.training.epochs_run} of ${r.spec.train.epochs} epochs (early stopping)` : `${r.spec.train.epochs} epochs`) + ` · ` +
       (r.training.oos ? `${r.spec.train.folds}-fold out-of-sample predictions` : "no out-of-sample predictions for train examples (folds = 0): few suspects") +
       ` · ${r.seconds.total.toFixed(1)} s · `,
       link(`/gallery?build=${r.id}&wrong=1`, "examples it gets wrong"), " · ", link(`/review?build=${r.id}`, "review its suspects")),
@@ -803,13 +849,13 @@ async function embeddingMap(id) {
       if (!confirm(`Label all ${selected.length} selected examples as ${lab}?`)) return;
       await api("/api/label", { items: selected.map((i) => ({ id: m.ids[i], label: lab })) });
     };
-    put(sel, selected.length ? h("div", { class: "form-row" }, h("span", {}, `${selected.length} selected` + (selected.length > 200 ? " (first 200 shown)" : "")),
+    put(sel, selected.length ? h("div", { class: "form-row" }, h("span", {}, `${selected.length} selected` + (selected.length > 200 ? " (first 200 shown)" : "") + "; cards show the labels the build saw"),
       bulk, h("datalist", { id: "map-classes" }, m.classes.map((c) => h("option", { value: c }))),
       h("button", { id: "bulk-apply", onclick: labelAll }, "label all selected (staged)")) : null,
       h("div", { class: "grid" }, shown.map((i) => h("a", { class: "card", href: `/example/${m.ids[i]}`, "data-nav": true, "data-id": m.ids[i] },
         h("img", { src: `/api/examples/${m.ids[i]}/thumb`, class: "thumb", alt: "" }),
         h("div", { class: "cap" }, h("span", {}, m.label[i] >= 0 ? m.classes[m.label[i]] : "—"),
-          m.label[i] !== m.pred[i] ? h("span", { class: "pred" }, "→ " + m.classes[m.pred[i]]) : null)))));
+          m.label[i] >= 0 && m.label[i] !== m.pred[i] ? h("span", { class: "pred" }, "→ " + m.classes[m.pred[i]]) : null)))));
   };
   canvas.addEventListener("mousedown", (e) => { lasso = [pos(e)]; });
   canvas.addEventListener("mousemove", (e) => { if (lasso) { lasso.push(pos(e)); draw(); } });
