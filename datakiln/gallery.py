@@ -22,7 +22,7 @@ if TYPE_CHECKING:
 
 SOURCE_KINDS = ("none", "import", "human", "model", "other")
 SORTS = ("added", "id", "issue", "uncertainty", "confidence")
-PAGE_MAX = 500
+PAGE_MAX = 500  # items a page may ask for: a screenful is 100; more is a bulk export, use kiln ls
 
 
 def source_kind(source: str | None) -> int:
@@ -200,7 +200,7 @@ class Gallery:
         return vocab.index(value) if value in vocab else -2
 
     def order(self, rows: np.ndarray, sort: str) -> np.ndarray:
-        """``rows`` in the order of ``sort``; rows without the sort's value go last, by id."""
+        """``rows`` in the order of ``sort``; rows without the sort's value go last, in the order added."""
         if sort == "added":
             return rows
         if sort == "id":

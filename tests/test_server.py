@@ -86,6 +86,9 @@ def test_get_never_changes_the_repository(client: Client, built: datakiln.Repo) 
     item = first_item(client)
     bid = built.builds()[-1].id
     cid = built.head()[1]
+    job = built.dir / "jobs" / "20260101-000000-abcdef"  # a job another server started, now over
+    job.mkdir(parents=True)
+    (job / "job.json").write_text('{"id": "20260101-000000-abcdef", "pid": null, "started": 0}')
     before = state_files(built.root)
     paths = [
         "/",
@@ -106,6 +109,7 @@ def test_get_never_changes_the_repository(client: Client, built: datakiln.Repo) 
         f"/api/compare-builds?a={bid}&b={bid}",
         f"/img/{item['blob']}",
         f"/thumb/{item['blob']}",
+        f"/api/jobs/{job.name}",
     ]
     for p in paths:
         assert client.get(p).status_code == 200, p

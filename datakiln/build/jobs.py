@@ -91,9 +91,11 @@ def status(repo: Repo, jid: str) -> dict[str, Any]:
     if not isinstance(info, dict):
         info = {"id": jid, "pid": None, "started": d.stat().st_mtime}
     if "end" not in info and not _alive(jid, info):
+        # Known from the process table and the job's files alone, so reading a status writes
+        # nothing (a GET in kiln ui changes no file); the exit code is known to the server that
+        # started the job.
         info["end"] = {"code": _children[jid].returncode if jid in _children else None}
-        info["finished"] = time.time()
-        _save(repo, d, info)
+        info["finished"] = max((f.stat().st_mtime for f in d.iterdir()), default=None)
     out = _read_json(d / "out.json")
     result = out if isinstance(out, dict) and "id" in out else None
     state, error = _state(d, info, result)

@@ -13,7 +13,7 @@ from ..errors import InputError
 from ..workspace import Workspace
 
 DEFAULT_PORT = 8765
-PORT_TRIES = 20  # without an explicit --port, the next free one of 8765..8784
+PORT_TRIES = 20  # without --port, the first free of 8765..8784: room for a few repositories open at once
 
 
 def is_loopback(host: str) -> bool:

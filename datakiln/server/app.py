@@ -119,6 +119,7 @@ def create_app(ws: Workspace, *, hosts: set[str], token: str | None = None) -> F
     app.mount("/static", StaticFiles(packages=[("datakiln", "ui/static")]), name="static")
     _image_routes(app, ws)
     _read_routes(app, ws)
+    _build_routes(app, ws)
     _write_routes(app, ws)
 
     @app.get("/{path:path}")
@@ -235,6 +236,8 @@ def _read_routes(app: FastAPI, ws: Workspace) -> None:
     def compare(a: str, b: str) -> Response:
         return as_json(ws.compare(a, b))
 
+
+def _build_routes(app: FastAPI, ws: Workspace) -> None:
     @app.get("/api/builds")
     def builds() -> Response:
         return as_json(ws.build_list())
