@@ -58,6 +58,11 @@ def shot(page: Any, name: str) -> None:
     page.screenshot(path=str(ARTIFACTS / f"{name}.png"), full_page=True)
 
 
+def drawn(page: Any) -> None:
+    """Wait until the app has drawn the page of the current URL (it sets main's data-url)."""
+    page.wait_for_function("() => document.getElementById('main').dataset.url === location.pathname + location.search")
+
+
 def wait_saved(page: Any) -> None:
     page.wait_for_function("() => document.getElementById('save-state').className === 'saved'")
 
@@ -127,7 +132,7 @@ def test_the_loop_by_keyboard(ui_server: UIServer, page: Any) -> None:
     page.fill("#commit-message", "label 3 from the queue, fix 2 suspected errors")
     page.click("#commit")
     page.wait_for_url(re.compile(r"/history/[0-9a-f]{64}$"))
-    page.wait_for_selector("#diff-counts")
+    drawn(page)
     assert (
         page.locator("#diff-counts").inner_text().startswith("0 added, 0 removed, 5 relabeled (3 had no label before")
     )
@@ -158,7 +163,7 @@ def test_the_loop_by_keyboard(ui_server: UIServer, page: Any) -> None:
     given, predicted = td.get_attribute("data-given"), td.get_attribute("data-predicted")
     cells.nth(pick).click()
     page.wait_for_url(re.compile(r"/gallery\?"))
-    page.wait_for_selector("#gallery-grid")
+    drawn(page)
     assert f"given={given}" in page.url and f"predicted={predicted}" in page.url
     assert page.locator("#gallery-count").inner_text().endswith(f"of {counts[pick]}")
     assert page.locator("#gallery-grid .card").count() == counts[pick]
@@ -173,19 +178,21 @@ def test_gallery_filters_and_detail(ui_server: UIServer, page: Any) -> None:
     shot(page, "gallery")
     page.check("input[name=issue]")
     page.wait_for_url(re.compile(r"issue=1"))
-    page.wait_for_selector("#gallery-grid .card.issue")
+    drawn(page)
     n_issue = page.locator("#gallery-grid .card").count()
     assert 0 < n_issue == page.locator("#gallery-grid .card.issue").count()
     page.select_option("select[name=sort]", "issue")
     page.wait_for_url(re.compile(r"sort=issue"))
+    drawn(page)
     page.locator("#gallery-grid .card").first.click()
     page.wait_for_url(re.compile(r"/example/"))
-    page.wait_for_selector("text=label history")
+    drawn(page)
     assert "suspected label error #1" in page.inner_text("main")
     shot(page, "example")
     first = page.url
     page.keyboard.press("ArrowRight")  # the next suspect of the same gallery page
     page.wait_for_function(f"() => location.href !== '{first}'")
+    drawn(page)  # the URL changes before the page draws
     assert "suspected label error #2" in page.inner_text("main")
     page.keyboard.press("Escape")  # back to the gallery, filters kept
     page.wait_for_url(re.compile(r"/gallery\?.*issue=1.*sort=issue|/gallery\?.*sort=issue.*issue=1"))

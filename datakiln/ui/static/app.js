@@ -140,16 +140,19 @@ async function route() {
   const name = parts[0] || (statusCache && statusCache.build ? "review" : "gallery");
   for (const a of document.querySelectorAll("#nav a")) a.classList.toggle("active", a.dataset.page === name);
   const views = { gallery, example, review, label, changes, history: historyPage, builds: buildsPage };
+  const url = location.pathname + location.search;
+  delete main.dataset.url;
   put(main, h("p", { class: "muted" }, "Loading…"));
   try {
     await (views[name] || gallery)(parts.slice(1));
   } catch (e) {
     put(main, h("p", { class: "bad" }, String(e.message || e)));
   }
+  // Which URL the page now shows: tests (and scripts) wait for it instead of guessing.
+  if (location.pathname + location.search === url) main.dataset.url = url;
 }
 
 // ---- gallery ---------------------------------------------------------------------------------
-const FILTERS = ["label", "split", "source", "meta", "given", "predicted", "search", "sort", "build"];
 const FLAGS = ["issue", "unlabeled", "wrong"];
 
 async function gallery() {
