@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import heapq
 import time
+import unicodedata
 from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from .errors import CorruptObject, ExampleNotFound, RevisionNotFound
+from .errors import CorruptObject, ExampleNotFound, InputError, RevisionNotFound, StateError
 from .revs import MIN_PREFIX, ambiguous, not_found, split_rev, walk_steps
 from .table import Changes, SegmentCache, Table, decode_col, delta_json, needs_snapshot, snapshot_json, state_header
 
@@ -52,6 +53,23 @@ def parse_commit(cid: str, obj: dict[str, Any]) -> Commit:
         generation=int(obj.get("generation", 0)),
         stats=dict(obj.get("stats", {})),
     )
+
+
+MESSAGE_MAX = 10_000  # characters: a commit message is a paragraph, not a file
+
+
+def check_message(message: str) -> str:
+    """A commit message, stripped; empty, huge or with control characters (a terminal escape in
+    ``kiln log``) is refused."""
+    message = message.strip()
+    if not message:
+        raise StateError("the commit message is empty; say why the labels changed (kiln commit -m MESSAGE)")
+    if len(message) > MESSAGE_MAX:
+        raise InputError(f"the commit message has {len(message):,} characters; keep it under {MESSAGE_MAX:,}")
+    bad = sorted({f"U+{ord(ch):04X}" for ch in message if unicodedata.category(ch) == "Cc" and ch not in "\n\t"})
+    if bad:
+        raise InputError(f"the commit message contains control characters ({', '.join(bad[:5])}); remove them")
+    return message
 
 
 def write_commit(

@@ -16,7 +16,6 @@ import getpass
 import json
 import os
 import time
-import unicodedata
 import uuid
 from collections.abc import Iterable, Iterator, Mapping
 from pathlib import Path
@@ -24,10 +23,9 @@ from typing import TYPE_CHECKING, Any
 
 from . import history
 from . import merge as merging
+from . import stage as staging
 from .errors import (
-    BadManifest,
     InputError,
-    LabelChanged,
     MergeInProgress,
     NothingToCommit,
     RepoExists,
@@ -249,28 +247,7 @@ class Repo:
         checked = [(eid, None if lab is None else check_label(lab, f"label for {eid}")) for eid, lab in pairs]
 
         def apply(stage: Stage, base: Table, work: Table) -> list[str]:
-            index = IdIndex(work.ids)
-            full = [index.find(eid) for eid, _ in checked]
-            for raw, seen_label in (expect or {}).items():
-                eid = index.find(raw)
-                current, src, _ = work.label_of(eid)
-                if current != seen_label:
-                    raise LabelChanged(
-                        f"example {eid[:12]} is now {_shown(current)} (by {src or 'nobody'}), not {_shown(seen_label)} "
-                        "as you saw it: someone else changed it; look again and decide"
-                    )
-            seen: dict[str, str | None] = {}
-            for eid, (_, lab) in zip(full, checked):
-                if eid in seen and seen[eid] != lab:
-                    raise BadManifest(f"example {eid[:12]} is given two labels ({seen[eid]!r} and {lab!r}); keep one")
-                seen[eid] = lab
-            sets = {eid: (lab, source if lab is not None else None, now) for eid, lab in seen.items()}
-            for eid, val in sets.items():
-                if eid in base and base.label_of(eid)[:2] == val[:2]:
-                    stage.changes.set.pop(eid, None)  # back to what HEAD has: nothing to commit
-                else:
-                    stage.changes.set[eid] = val
-            work.set_labels(sets)
+            full = staging.set_labels(stage, base, work, checked, source, now, expect)
             self._mark_resolved(full)
             return full
 
@@ -285,13 +262,7 @@ class Repo:
         wanted = list(examples)
 
         def apply(stage: Stage, base: Table, work: Table) -> list[str]:
-            index = IdIndex(work.ids)
-            full = list(dict.fromkeys(index.find(e) for e in wanted))
-            for eid in full:
-                stage.changes.set.pop(eid, None)
-                if eid not in stage.changes.remove:
-                    stage.changes.remove.append(eid)
-            work.remove(full)
+            full = staging.remove(stage, work, wanted)
             self._mark_resolved(full)
             return full
 
@@ -351,11 +322,7 @@ class Repo:
         from . import kept
 
         def drop(stage: Stage, base: Table, work: Table) -> list[str]:
-            full = [IdIndex(work.ids).find(e) for e in ids]
-            for eid in full:
-                if stage.changes.set.pop(eid, None) is not None and eid in base:
-                    work.set_labels({eid: base.label_of(eid)})
-            return full
+            return staging.unstage(stage, base, work, ids)
 
         with self.lock:
             full = list(self._update_stage(drop))
@@ -379,7 +346,7 @@ class Repo:
         Returns the new commit id. Concurrent committers are serialized by the repository lock
         and the branch moves by compare-and-swap, so no commit is ever lost.
         """
-        message = check_message(message)
+        message = history.check_message(message)
         author = author or self.user()
         with self.lock:
             ref, head = self.head()
@@ -657,27 +624,6 @@ class Repo:
         x = pixels(self.store, self.dir / "cache", ex, size, channels)
         idx = ex.where(split, labeled=labeled)
         return ExampleDataset(x[idx], ex.y[idx], [ex.ids[i] for i in idx], ex.classes)
-
-
-def _shown(label: str | None) -> str:
-    return "unlabeled" if label is None else f"labeled {label!r}"
-
-
-MESSAGE_MAX = 10_000  # characters: a commit message is a paragraph, not a file
-
-
-def check_message(message: str) -> str:
-    """A commit message, stripped; empty, huge or with control characters (a terminal escape in
-    ``kiln log``) is refused."""
-    message = message.strip()
-    if not message:
-        raise StateError("the commit message is empty; say why the labels changed (kiln commit -m MESSAGE)")
-    if len(message) > MESSAGE_MAX:
-        raise InputError(f"the commit message has {len(message):,} characters; keep it under {MESSAGE_MAX:,}")
-    bad = sorted({f"U+{ord(ch):04X}" for ch in message if unicodedata.category(ch) == "Cc" and ch not in "\n\t"})
-    if bad:
-        raise InputError(f"the commit message contains control characters ({', '.join(bad[:5])}); remove them")
-    return message
 
 
 def _config_user(kdir: Path) -> str | None:
