@@ -482,7 +482,7 @@ def _gc_args(p: argparse.ArgumentParser) -> None:
 def cmd_gc(a: argparse.Namespace) -> None:
     rep = repo(a).gc(prune_seconds=parse_age(a.prune))
     print(
-        f"removed {rep.removed_objects} object(s), {rep.freed_bytes:,} bytes; rewrote {rep.packs_rewritten} pack(s); {rep.temp_files} temp file(s)"
+        f"removed {rep.removed_objects} object(s), {rep.freed_bytes:,} bytes; rewrote {rep.packs_rewritten} pack(s); {rep.temp_files} temp file(s); {rep.old_jobs} old build job record(s)"
     )
 
 

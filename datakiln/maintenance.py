@@ -39,6 +39,7 @@ class GcReport:
     freed_bytes: int = 0
     packs_rewritten: int = 0
     temp_files: int = 0
+    old_jobs: int = 0
 
 
 def _check_loose(repo: Repo, report: FsckReport, known: set[str]) -> None:
@@ -198,8 +199,21 @@ def gc(repo: Repo, *, prune_seconds: float) -> GcReport:
                 else:
                     f.unlink(missing_ok=True)
                 report.temp_files += 1
+        report.old_jobs = _prune_jobs(repo, cutoff if prune_seconds else time.time())
         repo.store.invalidate()
     return report
+
+
+def _prune_jobs(repo: Repo, cutoff: float) -> int:
+    """Remove the records of build jobs (``kiln ui``) that ended before ``cutoff``; their builds stay."""
+    from .build import jobs
+
+    pruned = 0
+    for job in jobs.list_jobs(repo, limit=10**9):
+        if job["state"] != "running" and (job.get("finished") or 0) < cutoff:
+            shutil.rmtree(jobs.jobs_dir(repo) / job["id"], ignore_errors=True)
+            pruned += 1
+    return pruned
 
 
 def _repack(repo: Repo, pack: Pack, live: set[str], cutoff: float, report: GcReport) -> None:

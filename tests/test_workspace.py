@@ -246,3 +246,14 @@ def test_discarding_a_keep_forgets_it(built: datakiln.Repo) -> None:
     ws.discard()
     assert kept.read(built) == {}
     assert items[0]["id"] in {x["id"] for x in ws.review_items()["items"]}
+
+
+def test_gc_prunes_ended_job_records_not_builds(built: datakiln.Repo, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(jobs, "STARTING_GRACE", 0.0)
+    ended = jobs.jobs_dir(built) / "20260101-000000-abcdef"
+    ended.mkdir(parents=True)
+    (ended / "job.json").write_text(json.dumps({"id": ended.name, "pid": None, "started": 0}))
+    os.utime(ended / "job.json", (0, 0))
+    builds = [b.id for b in built.builds()]
+    assert built.gc().old_jobs == 1  # ended in 1970: older than the default two weeks
+    assert not ended.exists() and [b.id for b in built.builds()] == builds
