@@ -211,8 +211,12 @@ def cmd_queue(a: argparse.Namespace) -> None:
         print(f"  {x['id'][:12]}" + ("" if x["score"] is None else f"  {x['score']:.3f}"))
 
 
-def _accept_args(p: argparse.ArgumentParser) -> None:
+def _ids_arg(p: argparse.ArgumentParser) -> None:
     p.add_argument("ids", nargs="+", help="example ids (or unique prefixes)")
+
+
+def _accept_args(p: argparse.ArgumentParser) -> None:
+    _ids_arg(p)
     p.add_argument("--build", help="build whose suggestions to accept (default: the newest)")
 
 
@@ -229,15 +233,11 @@ def cmd_accept(a: argparse.Namespace) -> None:
         print(f"{x['id'][:12]} -> {x['label']} (staged)")
 
 
-def _keep_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("ids", nargs="+", help="example ids (or unique prefixes)")
-
-
 @command(
     "keep",
     "confirm the given labels of suspected label errors; they are no longer flagged",
     "kiln keep 3f2a9c 77b1e0",
-    _keep_args,
+    _ids_arg,
 )
 def cmd_keep(a: argparse.Namespace) -> None:
     from .review import keep

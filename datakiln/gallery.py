@@ -233,10 +233,6 @@ class Gallery:
             "items": [self.item(int(i)) for i in page],
         }
 
-    def rows(self, q: Query) -> list[int]:
-        """Every row the query keeps, in its order (for lists, not pages)."""
-        return [int(i) for i in self.order(np.flatnonzero(self.mask(q)), q.sort)]
-
     def item(self, i: int) -> dict[str, Any]:
         out: dict[str, Any] = {
             "id": self.ids[i],
