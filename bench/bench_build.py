@@ -30,8 +30,8 @@ import numpy as np
 from figures import print_figures, save
 
 import datakiln
-from datakiln.build.data import gather, normalization, pixels, resolve_input
-from datakiln.build.spec import Spec
+from datakiln.compile.data import gather, normalization, pixels, resolve_input
+from datakiln.compile.spec import Spec
 
 HERE = Path(__file__).resolve().parent
 KILN = [str(Path(sys.executable).with_name("kiln"))]
@@ -59,7 +59,7 @@ def plain_loop(x: np.ndarray, y: np.ndarray, spec: Spec, mean: list[float], std:
     """What a user writes by hand: tensors in memory, randperm, AdamW, cosine, cross-entropy."""
     import torch
 
-    from datakiln.build.models import Classifier
+    from datakiln.compile.models import Classifier
 
     torch.manual_seed(0)
     model = Classifier(spec.model, x.shape[1:], int(y.max()) + 1, mean, std)
@@ -88,8 +88,8 @@ def plain_loop(x: np.ndarray, y: np.ndarray, spec: Spec, mean: list[float], std:
 def kiln_loop(
     x: np.ndarray, y: np.ndarray, xv: np.ndarray, yv: np.ndarray, spec: Spec, mean: list[float], std: list[float]
 ) -> float:
-    from datakiln.build import train
-    from datakiln.build.models import Classifier
+    from datakiln.compile import train
+    from datakiln.compile.models import Classifier
 
     train.set_determinism(spec.train.threads, 0)
     model = Classifier(spec.model, x.shape[1:], int(y.max()) + 1, mean, std)
@@ -160,7 +160,7 @@ def main() -> int:
     print("width 0.5 ...", flush=True)
     half = json.loads(wall([*KILN, "build", "--width", "0.5", "--json"], repo.root)[1])
     m1, m05 = datakiln.load(full["package"]), datakiln.load(half["package"])
-    from datakiln.build.sweep import batch_latency
+    from datakiln.compile.sweep import batch_latency
 
     b1, b05 = batch_latency(m1, 256, repeats=50), batch_latency(m05, 256, repeats=50)
     r["batch256_w1_ms"], r["batch256_w05_ms"] = b1["p50"] * 1e3, b05["p50"] * 1e3

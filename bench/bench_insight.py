@@ -35,7 +35,7 @@ from figures import print_figures, save
 
 import datakiln
 from datakiln import review
-from datakiln.build.data import gather, pixels
+from datakiln.compile.data import gather, pixels
 from datakiln.insight import active, labels, outliers, slices
 
 HERE = Path(__file__).resolve().parent
@@ -88,7 +88,7 @@ def noise_trial(template: Path, work: Path, kind: str, seed: int) -> dict[str, A
             edits={ex.ids[i]: ex.classes[noisy[i]] for i in np.flatnonzero(truth)},
         )
     t = time.perf_counter()
-    repo.build(progress=False)
+    datakiln.build(repo, progress=False)
     build_s = time.perf_counter() - t
     ours = {row["id"] for row in review.label_issues(repo)}
     flagged = np.array([e in ours for e in ex.ids])

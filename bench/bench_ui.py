@@ -118,7 +118,7 @@ def prepare(work: Path, n: int) -> Path:
     repo.commit(f"relabel {cut:,}, unlabel {len(picks) - cut:,}")
     print(f"  {time.perf_counter() - t:.1f} s; build (1 epoch, no folds, width 0.25) ...", flush=True)
     t = time.perf_counter()
-    res = repo.build(epochs=1, folds=0, width=0.25, progress=True)
+    res = datakiln.build(repo, epochs=1, folds=0, width=0.25, progress=True)
     acc = res.build.record["metrics"]["valid"]["accuracy"]
     print(
         f"  build {res.build.id[:12]} in {time.perf_counter() - t:.1f} s (valid accuracy {acc:.3f}: chance)", flush=True

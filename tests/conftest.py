@@ -107,7 +107,7 @@ def built_template(digits_template: Path, tmp_path_factory: pytest.TempPathFacto
     r.label_many([(x["id"], str((int(x["label"]) + 3) % 10)) for x in picked[:30]])
     r.label_many([(x["id"], None) for x in picked[30:]])
     r.commit("plant 30 label errors, unlabel 40")
-    r.build(epochs=8, folds=3, progress=False)
+    datakiln.build(r, epochs=8, folds=3, progress=False)
     return root
 
 

@@ -12,13 +12,14 @@ import sys
 import time
 import zipfile
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
 from PIL import Image
 
 import datakiln
-from datakiln.build.spec import DEFAULT_TOML, Spec, load_spec, parse_dict
+from datakiln.compile.spec import DEFAULT_TOML, Spec, load_spec, parse_dict
 from datakiln.errors import BadPackage, BadSpec, BuildNotFound, NotBuildable
 from tests.conftest import ENV, kiln, kiln_json, png, write_folder
 
@@ -33,7 +34,7 @@ def built(digits_template: Path, tmp_path_factory: pytest.TempPathFactory) -> da
     shutil.copytree(digits_template, root)
     (root / "kiln.toml").write_text(QUICK)
     r = datakiln.Repo(root)
-    r.build(progress=False)
+    datakiln.build(r, progress=False)
     return r
 
 
@@ -91,15 +92,18 @@ def test_overrides_are_checked() -> None:
 
 
 def test_init_writes_a_default_spec(tmp_path: Path) -> None:
-    r = datakiln.Repo.init(tmp_path / "r")
-    assert load_spec(r.root / "kiln.toml") == Spec()
+    """`kiln init` writes a commented kiln.toml equal to the defaults (the library's Repo.init
+    knows no build spec: the compiler owns it, and a repository without one builds the defaults)."""
+    kiln("init", "r", cwd=tmp_path)
+    assert load_spec(tmp_path / "r" / "kiln.toml") == Spec()
+    assert not (datakiln.Repo.init(tmp_path / "bare").root / "kiln.toml").exists()
 
 
 # ---- the build -----------------------------------------------------------------------------
 
 
 def test_build_writes_a_verified_package_with_lineage(built: datakiln.Repo) -> None:
-    b = built.find_build()
+    b = datakiln.find_build(built)
     manifest = json.loads((b.package / "manifest.json").read_text())
     assert sorted(os.listdir(b.package)) == ["manifest.json", "model.onnx", "weights.safetensors"]
     assert manifest["lineage"]["commit"] == built.resolve("HEAD")
@@ -117,7 +121,7 @@ def test_build_writes_a_verified_package_with_lineage(built: datakiln.Repo) -> N
 
 
 def test_every_example_has_out_of_sample_predictions(built: datakiln.Repo) -> None:
-    b = built.find_build()
+    b = datakiln.find_build(built)
     arr, ex = b.arrays(), b.examples()
     n = len(built.table())
     assert arr["pred_probs"].shape == (n, 10) and arr["embeddings"].shape[0] == n
@@ -133,7 +137,7 @@ def test_rebuild_is_cached_and_no_cache_is_bit_identical(built: datakiln.Repo, t
     root = tmp_path / "copy"
     shutil.copytree(built.root, root)
     first = kiln_json("build", cwd=root)
-    assert first["cached"] is True and first["id"] == built.find_build().id
+    assert first["cached"] is True and first["id"] == datakiln.find_build(built).id
     assert set(first) >= {"id", "package", "cached", "metrics"}
     assert set(first["metrics"]["valid"]) >= {"accuracy"} and set(first["metrics"]["test"]) >= {"accuracy"}
     weights = Path(first["package"], "weights.safetensors").read_bytes()
@@ -147,11 +151,11 @@ def test_spec_change_is_a_new_build(built: datakiln.Repo, tmp_path: Path) -> Non
     root = tmp_path / "copy"
     shutil.copytree(built.root, root)
     r = datakiln.Repo(root)
-    res = r.build(spec=load_spec(root / "kiln.toml").with_overrides(**{"model.width": 0.5, "train.folds": 0}))
-    assert not res.cached and res.build.id != built.find_build().id
+    res = datakiln.build(r, spec=load_spec(root / "kiln.toml").with_overrides(**{"model.width": 0.5, "train.folds": 0}))
+    assert not res.cached and res.build.id != datakiln.find_build(built).id
     assert res.build.record["spec"]["model"]["width"] == 0.5
-    assert len(r.builds()) == 2
-    cmp = kiln_json("compare", built.find_build().id[:8], res.build.id[:8], cwd=root)
+    assert len(datakiln.builds(r)) == 2
+    cmp = kiln_json("compare", datakiln.find_build(built).id[:8], res.build.id[:8], cwd=root)
     assert set(cmp["splits"]) == {"valid", "test", "train_oos"}
     # The new build has no cross-fitting, so only its held-out (valid and test) rows are compared.
     held_out = int((np.array(res.build.examples()["splits"]) != "train").sum())
@@ -172,7 +176,7 @@ def test_unlabeled_and_model_labels_are_not_trained_on(tmp_path: Path) -> None:
     seeded = [i for i in r.table().ids if r.table().get(i, "label") is None][0]
     r.label(seeded, "dark", by="model:abc")
     r.commit("seed one label")
-    b = r.build(progress=False).build
+    b = datakiln.build(r, progress=False).build
     arr, ex = b.arrays(), b.examples()
     assert b.record["metrics"]["unlabeled"] == 6  # the seeded one counts as unlabeled for training
     assert (arr["y"] == -1).sum() == 6
@@ -186,7 +190,7 @@ def test_too_few_labels_is_a_clear_error(repo: datakiln.Repo, tmp_path: Path) ->
     )
     repo.commit("one class")
     with pytest.raises(NotBuildable, match="1 class"):
-        repo.build()
+        datakiln.build(repo)
     assert not (repo.dir / "builds").exists()
 
 
@@ -200,7 +204,7 @@ def test_trainer_learns_a_known_answer(tmp_path: Path) -> None:
     )
     r.import_folder(write_folder(tmp_path / "src", layout) / "imgs")
     r.commit("import")
-    m = r.build(progress=False).build.record["metrics"]
+    m = datakiln.build(r, progress=False).build.record["metrics"]
     assert m["valid"]["accuracy"] == 1.0 or m["valid"]["n"] == 0
     assert m["train_oos"]["accuracy"] is None or m["train_oos"]["accuracy"] == 1.0
 
@@ -231,9 +235,9 @@ def test_onnx_matches_torch_on_the_sample(built: datakiln.Repo) -> None:
     import torch
     from safetensors.torch import load_file
 
-    from datakiln.build.models import Classifier
+    from datakiln.compile.models import Classifier
 
-    b = built.find_build()
+    b = datakiln.find_build(built)
     model = datakiln.load(str(b.package))
     images, _ = _digit_images(built, 300)
     x = np.stack([np.asarray(_image(d).convert("L"))[None] for d in images])
@@ -257,7 +261,7 @@ def test_predict_does_not_import_torch(built: datakiln.Repo, tmp_path: Path) -> 
         paths.append(str(tmp_path / f"{k}.png"))
     code = (
         "import sys, json, datakiln\n"
-        f"m = datakiln.load({str(built.find_build().package)!r})\n"
+        f"m = datakiln.load({str(datakiln.find_build(built).package)!r})\n"
         f"p = m.predict({paths!r})\n"
         "print(json.dumps({'labels': p.labels, 'shape': list(p.probs.shape), 'torch': 'torch' in sys.modules}))\n"
     )
@@ -275,7 +279,7 @@ def test_predict_takes_paths_pil_images_and_arrays(built: datakiln.Repo, tmp_pat
         im = f.copy()
     gray = np.asarray(im.convert("L"))
     rgb = np.asarray(im.convert("RGB"))
-    model = datakiln.load(built.find_build().id, repo=str(built.root))
+    model = datakiln.load(datakiln.find_build(built).id, repo=str(built.root))
     p = model.predict([str(tmp_path / "a.png"), tmp_path / "a.png", im, gray, rgb])
     assert len(set(p.labels)) == 1 and p.probs.shape == (5, 10)
     np.testing.assert_allclose(p.probs[0], p.probs[3], atol=1e-6)
@@ -286,7 +290,7 @@ def test_predict_takes_paths_pil_images_and_arrays(built: datakiln.Repo, tmp_pat
 
 def test_tampered_package_is_refused(built: datakiln.Repo, tmp_path: Path) -> None:
     pkg = tmp_path / "pkg"
-    shutil.copytree(built.find_build().package, pkg)
+    shutil.copytree(datakiln.find_build(built).package, pkg)
     data = bytearray((pkg / "weights.safetensors").read_bytes())
     data[-10] ^= 0xFF
     (pkg / "weights.safetensors").write_bytes(bytes(data))
@@ -303,7 +307,7 @@ def test_archive_round_trip_and_hostile_archives(built: datakiln.Repo, tmp_path:
     images, _ = _digit_images(built, 5)
     arrays = [np.asarray(_image(d)) for d in images]
     a = datakiln.load(str(tmp_path / "d.kiln.zip")).predict(arrays)
-    b = datakiln.load(str(built.find_build().package)).predict(arrays)
+    b = datakiln.load(str(datakiln.find_build(built).package)).predict(arrays)
     np.testing.assert_array_equal(a.probs, b.probs)
     with zipfile.ZipFile(tmp_path / "d.kiln.zip") as z, zipfile.ZipFile(tmp_path / "evil.zip", "w") as out:
         for name in z.namelist():
@@ -315,7 +319,7 @@ def test_archive_round_trip_and_hostile_archives(built: datakiln.Repo, tmp_path:
 
 def test_unknown_build_is_a_clear_error(built: datakiln.Repo) -> None:
     with pytest.raises(BuildNotFound, match="no build 'ffff'"):
-        built.find_build("ffff")
+        datakiln.find_build(built, "ffff")
     proc = kiln("report", "ffff", cwd=built.root, check=False)
     assert proc.returncode == 1 and "kiln builds" in proc.stderr
 
@@ -325,7 +329,7 @@ def test_unknown_build_is_a_clear_error(built: datakiln.Repo) -> None:
 
 def test_cli_builds_report_predict(built: datakiln.Repo, tmp_path: Path) -> None:
     rows = kiln_json("builds", cwd=built.root)
-    assert len(rows) == 1 and rows[0]["id"] == built.find_build().id
+    assert len(rows) == 1 and rows[0]["id"] == datakiln.find_build(built).id
     rep = kiln_json("report", cwd=built.root)
     assert len(rep["confusion"]["matrix"]) == 10 and len(rep["per_class"]["classes"]) == 10
     assert all({"slice", "n", "accuracy", "low", "high"} <= set(s) for s in rep["slices"])
@@ -335,11 +339,13 @@ def test_cli_builds_report_predict(built: datakiln.Repo, tmp_path: Path) -> None
     for k, data in enumerate(images):
         (tmp_path / f"{k}.png").write_bytes(data)
     out = kiln_json(
-        "predict", built.find_build().id[:10], *[str(tmp_path / f"{k}.png") for k in range(4)], cwd=built.root
+        "predict", datakiln.find_build(built).id[:10], *[str(tmp_path / f"{k}.png") for k in range(4)], cwd=built.root
     )
     assert [set(o) >= {"label", "probs"} for o in out] == [True] * 4
     assert all(abs(sum(o["probs"].values()) - 1) < 1e-4 for o in out)
-    bad = kiln("predict", built.find_build().id[:10], str(tmp_path / "missing.png"), cwd=built.root, check=False)
+    bad = kiln(
+        "predict", datakiln.find_build(built).id[:10], str(tmp_path / "missing.png"), cwd=built.root, check=False
+    )
     assert bad.returncode == 1 and "missing.png" in bad.stderr
 
 
@@ -357,12 +363,12 @@ def test_sweep_prints_a_table_and_saves_a_plot(digits_template: Path, tmp_path: 
 def test_repo_dataset_for_your_own_loop(built: datakiln.Repo) -> None:
     import torch
 
-    ds = built.dataset(split="valid")
+    ds = datakiln.dataset(built, split="valid")
     x, y = ds[0]
     assert x.shape == (1, 8, 8) and x.dtype == torch.float32 and 0 <= y < 10
     batch = next(iter(torch.utils.data.DataLoader(ds, batch_size=16)))
     assert batch[0].shape == (16, 1, 8, 8)
-    assert len(ds) == int((np.array(built.find_build().examples()["splits"]) == "valid").sum())
+    assert len(ds) == int((np.array(datakiln.find_build(built).examples()["splits"]) == "valid").sum())
 
 
 def test_gc_removes_a_crashed_build(digits: datakiln.Repo) -> None:
@@ -389,7 +395,7 @@ def test_damaged_archive_and_edited_manifest_are_refused(built: datakiln.Repo, t
         proc = kiln("predict", str(tmp_path / "bad.zip"), str(tmp_path / "a.zip"), cwd=built.root, check=False)
         assert proc.returncode == 1 and "Traceback" not in proc.stderr, proc.stderr
     pkg = tmp_path / "pkg"
-    shutil.copytree(built.find_build().package, pkg)
+    shutil.copytree(datakiln.find_build(built).package, pkg)
     text = (pkg / "manifest.json").read_text()
     (pkg / "manifest.json").write_text(text.replace('"9"', '"nine"'))
     with pytest.raises(BadPackage, match="manifest.json does not match its digest"):
@@ -399,12 +405,12 @@ def test_damaged_archive_and_edited_manifest_are_refused(built: datakiln.Repo, t
 def test_without_cross_fitting_train_rows_are_not_called_out_of_sample(built: datakiln.Repo, tmp_path: Path) -> None:
     root = tmp_path / "copy"
     shutil.copytree(built.root, root)
-    b = datakiln.Repo(root).build(folds=0, epochs=2).build
+    b = datakiln.build(datakiln.Repo(root), folds=0, epochs=2).build
     m = b.record["metrics"]
     assert m["train_oos"] == {"accuracy": None, "n": 0}
     assert not any(s["slice"] == "split=train" for s in m["slices"])
     assert "no cross-fitting" in kiln("report", b.id[:8], cwd=root).stdout
-    cmp = kiln_json("compare", built.find_build().id[:8], b.id[:8], cwd=root)
+    cmp = kiln_json("compare", datakiln.find_build(built).id[:8], b.id[:8], cwd=root)
     assert cmp["shared_examples"] == len(b.arrays()["y"]) - int((np.array(b.examples()["splits"]) == "train").sum())
 
 
@@ -415,11 +421,11 @@ def test_a_class_without_train_examples_is_refused(repo: datakiln.Repo, tmp_path
     repo.import_folder(write_folder(tmp_path / "src", layout) / "imgs")
     repo.commit("bird only in valid")
     with pytest.raises(NotBuildable, match="'bird' have no labeled examples in the train split"):
-        repo.build()
+        datakiln.build(repo)
 
 
 def test_predict_input_mistakes_get_clear_errors(built: datakiln.Repo) -> None:
-    model = datakiln.load(built.find_build().id, repo=str(built.root))
+    model = datakiln.load(datakiln.find_build(built).id, repo=str(built.root))
     images, _ = _digit_images(built, 1)
     assert model.predict(images[0]).probs.shape == (1, 10)  # encoded bytes
     chw = np.zeros((3, 8, 8), np.uint8)
@@ -444,8 +450,143 @@ def test_api_overrides_split_check_and_spec_hints(built: datakiln.Repo, tmp_path
     with pytest.raises(BadSpec, match=r"outside any section; put it under \[train\]"):
         load_spec(path)
     with pytest.raises(datakiln.InputError, match="'bogus' is not one of train, valid, test"):
-        built.dataset(split="bogus")
+        datakiln.dataset(built, split="bogus")
     with pytest.raises(BuildNotFound, match="at least 4"):
-        built.find_build("0")
+        datakiln.find_build(built, "0")
     bad = kiln("sweep", "--width", ",", cwd=built.root, check=False)
     assert bad.returncode == 1 and "give numbers" in bad.stderr
+
+
+# ---- hostile packages: hashes that verify do not make a package safe ---------------------------
+
+
+def _forge_package(pkg: Path, edit: Any = None, files: dict[str, bytes] | None = None) -> None:
+    """Rewrite a package directory with new files or manifest fields and a valid digest: what
+    anyone who can recompute sha256 (a forger) can do."""
+    from datakiln.package.format import FILES, manifest_bytes, manifest_digest, sha256
+
+    m = json.loads((pkg / "manifest.json").read_text())
+    for name, data in (files or {}).items():
+        (pkg / name).write_bytes(data)
+    m["files"] = {n: sha256((pkg / n).read_bytes()) for n in FILES}
+    if edit:
+        edit(m)
+    m["digest"] = manifest_digest(m)
+    (pkg / "manifest.json").write_bytes(manifest_bytes(m))
+
+
+def test_a_package_cannot_read_files_of_the_caller(
+    built: datakiln.Repo, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import onnx
+    from onnx.external_data_helper import set_external_data
+
+    pkg = tmp_path / "pkg"
+    shutil.copytree(datakiln.find_build(built).package, pkg)
+    model = onnx.load_from_string((pkg / "model.onnx").read_bytes())
+    init = model.graph.initializer[0]
+    cwd = tmp_path / "cwd"
+    cwd.mkdir()
+    (cwd / "secret.bin").write_bytes(init.raw_data or np.asarray(init.float_data, np.float32).tobytes())
+    set_external_data(init, location="secret.bin")
+    init.data_location = onnx.TensorProto.EXTERNAL
+    init.ClearField("raw_data")
+    init.ClearField("float_data")
+    _forge_package(pkg, files={"model.onnx": model.SerializeToString()})
+    monkeypatch.chdir(cwd)  # where onnxruntime would have found the file
+    with pytest.raises(BadPackage, match="external file"):
+        datakiln.load(str(pkg))
+    res = kiln("predict", str(pkg), str(tmp_path / "x.png"), cwd=cwd, check=False)
+    assert res.returncode == 1 and "external file" in res.stderr and "Traceback" not in res.stderr
+
+
+def test_external_tensors_are_found_anywhere_in_a_graph() -> None:
+    """An attribute tensor of a node inside a subgraph, a sparse initializer, a function: all checked."""
+    import onnx
+    from onnx import TensorProto, helper
+
+    from datakiln.package.graph import check_graph
+
+    def external(name: str) -> TensorProto:
+        t = helper.make_tensor(name, TensorProto.FLOAT, [1], b"\0\0\0\0", raw=True)
+        onnx.external_data_helper.set_external_data(t, location="x.bin")
+        t.data_location = TensorProto.EXTERNAL
+        return t
+
+    const = helper.make_node("Constant", [], ["c"], value=external("v"))
+    sub = helper.make_graph([const], "sub", [], [helper.make_tensor_value_info("c", TensorProto.FLOAT, [1])])
+    cond = helper.make_tensor_value_info("cond", TensorProto.BOOL, [])
+    out = helper.make_tensor_value_info("y", TensorProto.FLOAT, [1])
+    iff = helper.make_node("If", ["cond"], ["y"], then_branch=sub, else_branch=sub)
+    nested = helper.make_model(helper.make_graph([iff], "g", [cond], [out]))
+    with pytest.raises(BadPackage, match="external file"):
+        check_graph(nested.SerializeToString(), "nested")
+    sparse = helper.make_sparse_tensor(external("values"), helper.make_tensor("i", TensorProto.INT64, [1], [0]), [4])
+    g = helper.make_graph([], "g", [], [out], sparse_initializer=[sparse])
+    with pytest.raises(BadPackage, match="external file"):
+        check_graph(helper.make_model(g).SerializeToString(), "sparse")
+    clean = helper.make_model(
+        helper.make_graph(
+            [helper.make_node("Constant", [], ["y"], value=helper.make_tensor("v", TensorProto.FLOAT, [1], [1.0]))],
+            "g",
+            [],
+            [out],
+        )
+    )
+    check_graph(clean.SerializeToString(), "clean")  # no complaint
+    with pytest.raises(BadPackage, match="not a valid ONNX"):
+        check_graph(b"\x0a\xff\xff\xff\xff\x0f", "garbage")
+
+
+def _edited(m: dict[str, Any], path: str, value: Any) -> None:
+    *parents, last = path.split(".")
+    for p in parents:
+        m = m[p]
+    if value is None:
+        del m[last]
+    else:
+        m[last] = value
+
+
+@pytest.mark.parametrize(
+    "path,value,why",
+    [
+        ("spec.train.threads", 100_000, "threads"),
+        ("input.size", [20000, 20000], "input size"),
+        ("input.channels", 7, "channels"),
+        ("classes", None, "class names"),
+        ("input", None, "input contract"),
+        ("classes", ["a"] * 3, "distinct"),
+    ],
+)
+def test_manifests_asking_for_too_much_are_refused(
+    built: datakiln.Repo, tmp_path: Path, path: str, value: Any, why: str
+) -> None:
+    pkg = tmp_path / "pkg"
+    shutil.copytree(datakiln.find_build(built).package, pkg)
+    _forge_package(pkg, edit=lambda m: _edited(m, path, value))
+    with pytest.raises(BadPackage, match=why):
+        datakiln.load(str(pkg))
+    res = kiln("predict", str(pkg), str(tmp_path / "x.png"), cwd=tmp_path, check=False)
+    assert res.returncode == 1 and res.stderr.startswith("kiln:") and "Traceback" not in res.stderr
+
+
+def test_a_zip_bomb_is_refused_by_its_claimed_sizes(built: datakiln.Repo, tmp_path: Path) -> None:
+    """Refused before a byte is inflated: the member claims more than a package may hold."""
+    kiln("package", "-o", str(tmp_path / "ok.kiln.zip"), cwd=built.root)
+    data = bytearray((tmp_path / "ok.kiln.zip").read_bytes())
+    # Patch the uncompressed size of model.onnx in the central directory (what zipfile trusts).
+    with zipfile.ZipFile(tmp_path / "ok.kiln.zip") as z:
+        info = z.getinfo("model.onnx")
+    cd = data.find(b"PK\x01\x02" + data[data.find(b"PK\x01\x02") + 4 : data.find(b"PK\x01\x02") + 4])
+    while True:
+        cd = data.find(b"PK\x01\x02", cd)
+        name_len = int.from_bytes(data[cd + 28 : cd + 30], "little")
+        if bytes(data[cd + 46 : cd + 46 + name_len]) == b"model.onnx":
+            break
+        cd += 4
+    assert int.from_bytes(data[cd + 24 : cd + 28], "little") == info.file_size
+    data[cd + 24 : cd + 28] = (3 << 30).to_bytes(4, "little")
+    (tmp_path / "bomb.kiln.zip").write_bytes(bytes(data))
+    with pytest.raises(BadPackage, match="model.onnx has 3,221,225,472 bytes"):
+        datakiln.load(str(tmp_path / "bomb.kiln.zip"))

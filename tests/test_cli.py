@@ -44,7 +44,9 @@ def test_walkthrough(tmp_path: Path) -> None:
 
     kiln("branch", "relabel-birds", cwd=repo)
     kiln("checkout", "relabel-birds", cwd=repo)
-    kiln("label", dog, "bird", cwd=repo)
+    typo = kiln("label", dog, "bird", cwd=repo, check=False)  # a label no example has: a typo, or a new class?
+    assert typo.returncode == 1 and "--new-class" in typo.stderr and "kiln: " in typo.stderr
+    kiln("label", dog, "bird", "--new-class", cwd=repo)
     kiln("commit", "-m", "birds", cwd=repo)
     kiln("checkout", "main", cwd=repo)
     assert "fast-forward" in kiln("merge", "relabel-birds", cwd=repo).stdout
@@ -79,10 +81,10 @@ def test_conflicting_merge_via_cli(tmp_path: Path) -> None:
     kiln("commit", "-m", "sample", cwd=repo)
     eid = kiln_json("ls", cwd=repo)[0]["id"]
     kiln("checkout", "-b", "other", cwd=repo)
-    kiln("label", eid, "theirs", cwd=repo)
+    kiln("label", eid, "theirs", "--new-class", cwd=repo)
     kiln("commit", "-m", "theirs", cwd=repo)
     kiln("checkout", "main", cwd=repo)
-    kiln("label", eid, "ours", cwd=repo)
+    kiln("label", eid, "ours", "--new-class", cwd=repo)
     kiln("commit", "-m", "ours", cwd=repo)
     res = kiln("merge", "other", cwd=repo, check=False)
     assert res.returncode == 1 and eid[:12] in res.stdout

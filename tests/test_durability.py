@@ -246,3 +246,45 @@ def test_gc_removes_only_unreachable(digits: datakiln.Repo, tmp_path: Path) -> N
     assert r.fsck().ok and r.fsck().dangling == 0
     assert len(r.table("HEAD")) == 1797
     r.read_image(r.table("HEAD").ids[0])
+
+
+def test_crash_at_every_rename_of_a_merge_keeps_its_second_parent(digits: datakiln.Repo) -> None:
+    """The merge's staged result and its state are one file: a kill at any instant leaves both or
+    neither, so a commit that finishes the merge always records the other branch as a parent."""
+    root = digits.root
+    ids = digits.table().ids
+    digits.create_branch("other")
+    digits.label(ids[0], "0")
+    digits.label(ids[1], "1")
+    digits.commit("ours")
+    main_head = digits.resolve("HEAD")
+    digits.checkout("other")
+    digits.label(ids[2], "2")
+    digits.commit("theirs")
+    theirs = digits.resolve("HEAD")
+    digits.checkout("main")
+    for k in range(1, 20):
+        for when in ("before", "after"):
+            r = datakiln.Repo(root)
+            r.reset()
+            r.refs.update("refs/heads/main", main_head, r.resolve("HEAD"))
+            proc = subprocess.run(
+                [sys.executable, "-c", CRASHER, str(k), when, "-C", str(root), "merge", "other", "-m", "m"],
+                capture_output=True,
+                text=True,
+                env=ENV,
+            )
+            r = datakiln.Repo(root)
+            assert r.fsck().ok
+            head = r.resolve("HEAD")
+            st = r.status()
+            if head != main_head:
+                assert r.read_commit(head).parents == [main_head, theirs]
+            elif st["staged"]["relabeled"]:
+                assert st["merge"] is not None, f"k={k} {when}: the other branch's edits staged without the merge"
+                assert r.read_commit(r.commit("finish")).parents == [main_head, theirs]
+            else:
+                assert st["merge"] is None
+        if proc.returncode == 0:
+            break
+    assert proc.returncode == 0 and k > 1

@@ -10,7 +10,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 import datakiln
-from datakiln import table as tbl
+from datakiln.repo import state
+from datakiln.repo import table as tbl
 from datakiln.store.objects import ObjectStore, canonical_json, encode
 from tests.conftest import png, write_folder
 
@@ -106,7 +107,7 @@ def test_history_matches_an_oracle(
     tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch, seq: list[tuple[str, int, str | None]]
 ) -> None:
     """Every commit's table, read back through deltas and snapshots, equals a plain dict model."""
-    monkeypatch.setattr(tbl, "MAX_DEPTH", 3)  # snapshots every few commits, so both paths run
+    monkeypatch.setattr(state, "MAX_DEPTH", 3)  # snapshots every few commits, so both paths run
     tmp = tmp_path_factory.mktemp("oracle")
     r = datakiln.Repo.init(tmp / "r")
     batches = [write_folder(tmp / f"b{k}", {f"c{k}/{i}.png": png((k, i, 7)) for i in range(8)}) for k in range(4)]
@@ -149,7 +150,7 @@ def test_one_label_commit_writes_a_few_hundred_bytes(digits: datakiln.Repo) -> N
 
 
 def test_snapshot_written_after_max_depth(digits: datakiln.Repo, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(tbl, "MAX_DEPTH", 4)
+    monkeypatch.setattr(state, "MAX_DEPTH", 4)
     ids = digits.table().ids
     kinds = []
     for i in range(9):

@@ -87,3 +87,42 @@ def test_damage_is_never_accepted_by_the_fast_path_alone(data: st.DataObject) ->
     facts = fast_png(bytes(good))
     if facts is not None:  # accepted: then Pillow must decode it to the same facts
         assert (facts.width, facts.height, facts.mode) == _pillow(bytes(good))
+
+
+def _png16(value: int, size: int = 8) -> bytes:
+    buf = io.BytesIO()
+    Image.fromarray(np.full((size, size), value, dtype=np.uint16)).save(buf, format="PNG")
+    return buf.getvalue()
+
+
+def test_16_bit_grayscale_is_scaled_not_clipped() -> None:
+    """Pillow's own conversion clips 16-bit values at 255: every pixel above would turn white."""
+    from datakiln.package.pixels import decode
+    from datakiln.server.thumbs import _shrink
+
+    for value, expected in ((0, 0), (257, 1), (10_000, 39), (32_768, 128), (65_535, 255)):
+        data = _png16(value)
+        assert inspect_image(data, "x").mode in ("I;16", "I")
+        assert int(decode(data, [8, 8], 1)[0, 0, 0]) == expected
+        assert int(decode(data, [4, 4], 3).max()) == expected  # RGB and a resize too
+    big = Image.open(io.BytesIO(_shrink(_png16(10_000, 300))))
+    assert big.mode == "L" and abs(int(np.asarray(big).mean()) - 39) <= 1  # the thumbnail is not white
+
+
+@pytest.mark.slow
+def test_a_16_bit_dataset_trains(tmp_path: object) -> None:
+    """Two classes that differ only in 16-bit brightness above 255: separable only if scaled."""
+    from pathlib import Path
+
+    import datakiln
+
+    root = Path(str(tmp_path))
+    for label, value in (("dark", 12_000), ("light", 52_000)):
+        (root / "src" / label).mkdir(parents=True)
+        for i in range(40):
+            (root / "src" / label / f"{i}.png").write_bytes(_png16(value + 40 * i))
+    r = datakiln.Repo.init(root / "r")
+    r.import_folder(root / "src", jobs=1)
+    r.commit("16-bit")
+    m = datakiln.build(r, epochs=4, folds=0, progress=False).build.record["metrics"]
+    assert m["valid"]["accuracy"] == 1.0 and m["test"]["accuracy"] == 1.0

@@ -174,7 +174,7 @@ def noisy(digits_template: Path, tmp_path_factory: pytest.TempPathFactory) -> tu
     }
     unlabeled = [e for e in ids if e not in flipped][:60]
     r.commit("plant label errors", edits={**flipped, **{e: None for e in unlabeled}})
-    r.build(progress=False)
+    datakiln.build(r, progress=False)
     return r, set(flipped)
 
 
@@ -209,7 +209,7 @@ def test_seeded_labels_are_suggestions_not_given_labels(noisy: tuple[datakiln.Re
     r = datakiln.Repo(root)
     seeded = kiln_json("seed", "--min-confidence", "0.5", cwd=root)
     assert seeded and all(x["confidence"] >= 0.5 for x in seeded)
-    build = r.find_build().id
+    build = datakiln.find_build(r).id
     for x in seeded:
         assert r.table().label_of(x["id"])[:2] == (x["label"], f"model:{build}")
     # A seeded label that disagrees with nothing is still not a "given" label for kiln issues.

@@ -19,7 +19,7 @@ from PIL import Image
 
 import datakiln
 from datakiln.server.app import create_app
-from datakiln.workspace import Workspace
+from datakiln.server.workspace import Workspace
 
 from .conftest import ENV, UIServer, kiln, kiln_json, snapshot_files
 
@@ -84,7 +84,7 @@ def test_only_loopback_host_names_are_answered(client: Client) -> None:
 
 def test_get_never_changes_the_repository(client: Client, built: datakiln.Repo) -> None:
     item = first_item(client)
-    bid = built.builds()[-1].id
+    bid = datakiln.builds(built)[-1].id
     cid = built.head()[1]
     job = built.dir / "jobs" / "20260101-000000-abcdef"  # a job another server started, now over
     job.mkdir(parents=True)
@@ -247,7 +247,7 @@ def test_gallery_filters_match_the_table(client: Client, built: datakiln.Repo) -
 
 
 def test_confusion_cell_filter_counts_match_the_report(client: Client, built: datakiln.Repo) -> None:
-    b = built.builds()[-1]
+    b = datakiln.builds(built)[-1]
     rep = client.get(f"/api/builds/{b.id}/report").json()
     split, matrix, classes = rep["confusion"]["split"], rep["confusion"]["matrix"], rep["classes"]
     for i in range(len(classes)):
@@ -257,7 +257,7 @@ def test_confusion_cell_filter_counts_match_the_report(client: Client, built: da
 
 
 def test_embedding_map_is_parallel_lists(client: Client, built: datakiln.Repo) -> None:
-    m = client.get(f"/api/builds/{built.builds()[-1].id}/map").json()
+    m = client.get(f"/api/builds/{datakiln.builds(built)[-1].id}/map").json()
     n = len(m["ids"])
     assert n == m["total"] == 1797
     assert len(m["x"]) == len(m["y"]) == len(m["label"]) == len(m["pred"]) == n
@@ -339,7 +339,7 @@ def test_a_build_job_reports_progress_and_can_be_cancelled(built: datakiln.Repo)
         while httpx.get(f"{server.url}/api/jobs/{job['id']}").json()["state"] == "running":
             time.sleep(0.1)
         assert httpx.get(f"{server.url}/api/jobs/{job['id']}").json()["state"] == "cancelled"
-        assert len(datakiln.Repo(built.root).builds()) == 1
+        assert len(datakiln.builds(datakiln.Repo(built.root))) == 1
         assert not list((built.root / ".kiln" / "tmp").glob("build-*"))
     finally:
         server.stop()
@@ -472,3 +472,67 @@ def test_malformed_requests_get_named_400s(client: Client) -> None:
     assert client.get("/api/jobs/20261127-000000-abcdef").status_code == 404
     r = client.post("/api/commit", {"message": "red \x1b[31m text"})
     assert r.status_code == 400 and "control characters" in r.json()["error"]
+
+
+def _token(url: str) -> str:
+    m = re.search(r'name="kiln-token" content="([^"]+)"', httpx.get(url + "/gallery", timeout=30).text)
+    assert m
+    return m.group(1)
+
+
+@pytest.mark.slow
+def test_endless_and_stalled_requests_are_bounded(built: datakiln.Repo) -> None:
+    """A chunked body cannot pass the size limit by leaving out its length; half-sent requests are
+    dropped after a deadline; a thousand of them do not stop the server answering others; and
+    refusals carry the same security headers as every other response."""
+    import socket
+
+    from datakiln.server.app import BODY_MAX, SECURITY_HEADERS
+    from datakiln.server.protocol import HEAD_TIMEOUT
+
+    server = UIServer(built.root)
+    try:
+        host, port = server.url.split("//")[1].split(":")
+        token = _token(server.url)
+        sock = socket.create_connection((host, int(port)), timeout=30)
+        sock.sendall(
+            f"POST /api/label HTTP/1.1\r\nHost: {host}:{port}\r\nX-Kiln-Token: {token}\r\n"
+            "Content-Type: application/json\r\nTransfer-Encoding: chunked\r\n\r\n".encode()
+        )
+        chunk = b"[" * (1 << 20)
+        sent = 0
+        try:
+            while sent < 4 * BODY_MAX:
+                sock.sendall(b"%x\r\n%s\r\n" % (len(chunk), chunk))
+                sent += len(chunk)
+        except OSError:
+            pass  # the server answered and closed while we were still sending: the point
+        reply = sock.recv(65536).decode(errors="replace")
+        sock.close()
+        assert reply.startswith("HTTP/1.1 413") and sent < 2 * BODY_MAX, (sent, reply[:200])
+
+        resp = httpx.post(server.url + "/api/label", json={}, timeout=30)  # no token
+        assert resp.status_code == 403 and all(k in resp.headers for k in SECURITY_HEADERS)
+        sock = socket.create_connection((host, int(port)), timeout=30)
+        sock.sendall(
+            f"POST /api/label HTTP/1.1\r\nHost: {host}:{port}\r\nX-Kiln-Token: {token}\r\n"
+            f"Content-Length: {BODY_MAX + 1}\r\n\r\n".encode()
+        )
+        head = sock.recv(65536).decode(errors="replace").lower()
+        sock.close()
+        assert head.startswith("http/1.1 413") and all(k.lower() in head for k in SECURITY_HEADERS), head
+
+        idle = []
+        for _ in range(1100):
+            s = socket.create_connection((host, int(port)), timeout=30)
+            s.sendall(b"GET /api/status HT")  # and nothing more
+            idle.append(s)
+        assert httpx.get(server.url + "/api/status", timeout=30).status_code == 200
+        time.sleep(HEAD_TIMEOUT + 3)
+        closed = sum(1 for s in idle if s.recv(1) == b"")
+        for s in idle:
+            s.close()
+        assert closed == len(idle)
+        assert httpx.get(server.url + "/api/status", timeout=30).status_code == 200
+    finally:
+        server.stop()

@@ -68,7 +68,7 @@ def test_glossary_terms() -> None:
 
 
 def test_every_spec_key_is_documented() -> None:
-    from datakiln.build.spec import all_keys
+    from datakiln.compile.spec import all_keys
 
     doc = (ROOT / "docs" / "build.md").read_text()
     for key in all_keys():

@@ -6,19 +6,21 @@ import io
 import json
 import os
 import random
+import time
 from pathlib import Path
 
 import numpy as np
 import pytest
 
 import datakiln
-from datakiln import history, kept, review
-from datakiln import table as tbl
-from datakiln.build import jobs
+from datakiln import review
+from datakiln.compile import jobs
 from datakiln.errors import InputError
-from datakiln.gallery import Query
 from datakiln.insight.embed import project_2d
-from datakiln.workspace import Workspace
+from datakiln.repo import state
+from datakiln.repo import table as tbl
+from datakiln.server.gallery import Query
+from datakiln.server.workspace import Workspace
 
 from .conftest import kiln, kiln_json
 
@@ -68,10 +70,10 @@ def test_suspects_are_the_planted_errors_and_keep_hides_them(built: datakiln.Rep
     assert top["id"] in {x["id"] for x in review.label_issues(built, include_kept=True)}
     # Relabelling a kept example makes the mark stale: judged again under its new label.
     relabel = ws.label([(top["id"], top["suggested"])])[0]["undo"]
-    assert kept.read(built)[top["id"]] == top["label"]
+    assert built.kept()[top["id"]] == top["label"]
     ws.restore(relabel)
     ws.restore(token)
-    assert top["id"] not in kept.read(built)
+    assert top["id"] not in built.kept()
     assert built.staged_edits() == []
 
 
@@ -98,7 +100,7 @@ def test_example_history_matches_whole_tables(
     a removal and re-import, an import labelled in the same commit, and a merge included."""
     from .conftest import png, write_folder
 
-    monkeypatch.setattr(tbl, "MAX_DEPTH", 3)
+    monkeypatch.setattr(state, "MAX_DEPTH", 3)
     ids = [r["id"] for r in digits.ls()[:4]]
     rng = random.Random(0)
     for k in range(12):
@@ -132,9 +134,9 @@ def test_example_history_matches_whole_tables(
             then = p.label_of(eid) if eid in p else None
             if now != then:
                 want.append((c.id, now[0] if now else None))
-        got = [(e["commit"], e["label"]) for e in history.example_history(fresh, eid)]
+        got = [(e["commit"], e["label"]) for e in fresh.example_history(eid)]
         assert got == want, eid
-    events = history.example_history(fresh, ids[3])
+    events = fresh.example_history(ids[3])
     assert [e["event"] for e in events if e["event"] != "labeled"] == ["imported", "removed", "imported"]
 
 
@@ -226,7 +228,7 @@ def test_a_job_that_never_started_does_not_block_builds(built: datakiln.Repo, mo
 def test_accept_takes_the_suggestion_of_the_build_under_review(built: datakiln.Repo) -> None:
     ws = Workspace(built.root)
     older = ws.builds()[-1].id
-    built.build(epochs=2, folds=2, seed=7, progress=False)
+    datakiln.build(built, epochs=2, folds=2, seed=7, progress=False)
     ws = Workspace(built.root)
     old_items = {x["id"]: x["suggested"] for x in ws.review_items(older)["items"]}
     new_items = {x["id"]: x["suggested"] for x in ws.review_items()["items"]}
@@ -240,20 +242,53 @@ def test_discarding_a_keep_forgets_it(built: datakiln.Repo) -> None:
     ws = Workspace(built.root)
     items = [x for x in ws.review_items()["items"] if x["source"] == "import"][:2]
     ws.keep([x["id"] for x in items])
-    assert set(kept.read(built)) == {x["id"] for x in items}
+    assert set(built.kept()) == {x["id"] for x in items}
     ws.discard([items[0]["id"]])
-    assert set(kept.read(built)) == {items[1]["id"]}
+    assert set(built.kept()) == {items[1]["id"]}
     ws.discard()
-    assert kept.read(built) == {}
+    assert built.kept() == {}
     assert items[0]["id"] in {x["id"] for x in ws.review_items()["items"]}
 
 
-def test_gc_prunes_ended_job_records_not_builds(built: datakiln.Repo, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(jobs, "STARTING_GRACE", 0.0)
+def test_gc_prunes_ended_job_records_not_builds(built: datakiln.Repo) -> None:
+    """`kiln gc` asks the compiler to prune its job records (the repository knows no jobs)."""
     ended = jobs.jobs_dir(built) / "20260101-000000-abcdef"
     ended.mkdir(parents=True)
     (ended / "job.json").write_text(json.dumps({"id": ended.name, "pid": None, "started": 0}))
     os.utime(ended / "job.json", (0, 0))
-    builds = [b.id for b in built.builds()]
-    assert built.gc().old_jobs == 1  # ended in 1970: older than the default two weeks
-    assert not ended.exists() and [b.id for b in built.builds()] == builds
+    builds = [b.id for b in datakiln.builds(built)]
+    out = kiln("gc", cwd=built.root).stdout  # ended in 1970: older than the default two weeks
+    assert "1 old build job record(s)" in out
+    assert not ended.exists() and [b.id for b in datakiln.builds(built)] == builds
+
+
+@pytest.mark.slow
+def test_a_build_started_in_a_terminal_shows_as_a_job(built: datakiln.Repo) -> None:
+    """The Builds page lists a `kiln build` typed in a terminal, with progress, and offers no
+    second build while it runs; when it ends, it is done and names its build."""
+    import subprocess
+    import sys
+
+    from tests.conftest import ENV
+
+    ws = Workspace(built.root)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "datakiln", "-C", str(built.root), "build", "--epochs", "3", "--seed", "11"], env=ENV
+    )
+    try:
+        deadline = time.time() + 60
+        running: list[dict[str, object]] = []
+        while time.time() < deadline and not running:
+            running = [j for j in ws.build_list()["jobs"] if j["state"] == "running"]
+            time.sleep(0.1)
+        assert running and running[0]["origin"] == "terminal" and running[0]["pid"] == proc.pid
+        assert ws.start_build().get("already_running") is True
+    finally:
+        assert proc.wait(timeout=300) == 0
+    job = jobs.status(built, str(running[0]["id"]))
+    assert job["state"] == "done" and job["build"] in {b.id for b in datakiln.builds(built)}
+    again = subprocess.run(
+        [sys.executable, "-m", "datakiln", "-C", str(built.root), "build", "--epochs", "3", "--seed", "11"], env=ENV
+    )
+    assert again.returncode == 0  # a cached build: nothing ran, so no job is recorded
+    assert len(ws.build_list()["jobs"]) == 1

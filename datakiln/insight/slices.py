@@ -13,7 +13,7 @@ from typing import Any
 
 import numpy as np
 
-from ..metrics import slice_metrics
+from .metrics import slice_metrics
 
 
 def _p_lower(c1: int, n1: int, c2: int, n2: int) -> float:

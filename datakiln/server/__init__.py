@@ -10,7 +10,7 @@ import threading
 from pathlib import Path
 
 from ..errors import InputError
-from ..workspace import Workspace
+from .workspace import Workspace
 
 DEFAULT_PORT = 8765
 PORT_TRIES = 20  # without --port, the first free of 8765..8784: room for a few repositories open at once
@@ -74,6 +74,7 @@ def serve(
     import uvicorn
 
     from .app import create_app
+    from .protocol import GuardedH11Protocol, raise_open_file_limit
 
     ws = Workspace(path)
     sock = bind(host, port)
@@ -87,7 +88,9 @@ def serve(
         )
     shown = "127.0.0.1" if host in ("0.0.0.0", "") else _url_host(host)
     landing = "review" if ws.builds() else "gallery"
-    server = uvicorn.Server(uvicorn.Config(app, log_level="warning", access_log=False, lifespan="off"))
+    raise_open_file_limit()
+    config = uvicorn.Config(app, log_level="warning", access_log=False, lifespan="off", http=GuardedH11Protocol)
+    server = uvicorn.Server(config)
     # Warm the gallery while the first page loads: it is the one slow read (~0.5 s at 100k).
     threading.Thread(target=ws.gallery_of, daemon=True).start()
     print(f"kiln ui: serving {ws.repo.root} at http://{shown}:{real_port}/{landing}  (Ctrl-C stops)", flush=True)

@@ -36,9 +36,9 @@ from ..errors import (
     NothingToCommit,
     RevisionNotFound,
 )
-from ..gallery import Query
-from ..thumbs import check_blob
-from ..workspace import Workspace
+from .gallery import Query
+from .thumbs import check_blob
+from .workspace import Workspace
 
 TOKEN_HEADER = "x-kiln-token"
 PAGES = ("", "gallery", "example", "review", "label", "changes", "history", "builds")
@@ -79,27 +79,14 @@ def create_app(ws: Workspace, *, hosts: set[str], token: str | None = None) -> F
 
     @app.middleware("http")
     async def guard(request: Request, call_next: Callable[[Request], Awaitable[Response]]) -> Response:
-        host = request.headers.get("host", "")
-        if host not in hosts:
-            return error(
-                403, f"host {host[:80]!r} is not this server; open http://{sorted(hosts)[0]}/ (or --allow-host)"
-            )
-        if _from_another_site(request):
-            return error(403, "requests made by other sites' pages are refused")
-        if request.method not in ("GET", "HEAD"):
-            size = request.headers.get("content-length", "0")
-            limit = UPLOAD_MAX if request.url.path == "/api/import" else BODY_MAX
-            if not size.isdigit() or int(size) > limit:
-                return error(413, f"the request body has {size} bytes; send at most {limit:,}")
-            if not secrets.compare_digest(request.headers.get(TOKEN_HEADER, ""), token):
-                return error(403, "missing or wrong X-Kiln-Token; reload the page served by 'kiln ui'")
-            origin = request.headers.get("origin")
-            if origin is not None and origin != f"{request.url.scheme}://{host}":
-                return error(403, f"origin {origin!r} may not change this repository")
-        response = await call_next(request)
-        for k, v in SECURITY_HEADERS.items():
+        response = _refusal(request, hosts, token) or await call_next(request)
+        for k, v in SECURITY_HEADERS.items():  # refusals too: a 403 page is a page
             response.headers.setdefault(k, v)
         return response
+
+    @app.exception_handler(TooLarge)
+    async def too_large(request: Request, e: Exception) -> Response:
+        return _closing(error(413, str(e)))
 
     @app.exception_handler(KilnError)
     async def kiln_error(request: Request, e: Exception) -> Response:
@@ -131,6 +118,42 @@ def create_app(ws: Workspace, *, hosts: set[str], token: str | None = None) -> F
         return HTMLResponse(shell, headers={"Cache-Control": "no-store"})
 
     return app
+
+
+def _refusal(request: Request, hosts: set[str], token: str) -> Response | None:
+    """The response that refuses ``request`` (wrong host, another site, no token, too big), or None."""
+    host = request.headers.get("host", "")
+    if host not in hosts:
+        return error(403, f"host {host[:80]!r} is not this server; open http://{sorted(hosts)[0]}/ (or --allow-host)")
+    if _from_another_site(request):
+        return error(403, "requests made by other sites' pages are refused")
+    if request.method in ("GET", "HEAD"):
+        return None
+    size = request.headers.get("content-length")
+    limit = body_limit(request)
+    # No length (a chunked body) is counted as it arrives instead (``_body``).
+    if size is not None and (not size.isdigit() or int(size) > limit):
+        return _closing(error(413, f"the request body has {size[:20]} bytes; send at most {limit:,}"))
+    if not secrets.compare_digest(request.headers.get(TOKEN_HEADER, ""), token):
+        return error(403, "missing or wrong X-Kiln-Token; reload the page served by 'kiln ui'")
+    origin = request.headers.get("origin")
+    if origin is not None and origin != f"{request.url.scheme}://{host}":
+        return error(403, f"origin {origin!r} may not change this repository")
+    return None
+
+
+def _closing(response: Response) -> Response:
+    """Close the connection after this response: the client is still sending a body we refused."""
+    response.headers["Connection"] = "close"
+    return response
+
+
+class TooLarge(Exception):
+    """A request body that grew past its limit while it was read (413)."""
+
+
+def body_limit(request: Request) -> int:
+    return UPLOAD_MAX if request.url.path == "/api/import" else BODY_MAX
 
 
 def _from_another_site(request: Request) -> bool:
@@ -260,10 +283,16 @@ def _build_routes(app: FastAPI, ws: Workspace) -> None:
 
 
 async def _body(request: Request) -> dict[str, Any]:
-    limit = UPLOAD_MAX if request.url.path == "/api/import" else BODY_MAX
-    raw = await request.body()
-    if len(raw) > limit:
-        raise InputError(f"the request body has {len(raw):,} bytes; send at most {limit:,}")
+    """The JSON object a request sends, read chunk by chunk: a body with no length (chunked) is
+    refused as soon as it passes the limit, not buffered whole first."""
+    limit = body_limit(request)
+    chunks, size = [], 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > limit:
+            raise TooLarge(f"the request body has more than {limit:,} bytes; send at most {limit:,}")
+        chunks.append(chunk)
+    raw = b"".join(chunks)
     try:
         body = json.loads(raw)
     except (ValueError, RecursionError):

@@ -11,12 +11,11 @@ from __future__ import annotations
 import hashlib
 import io
 import struct
-import unicodedata
 import warnings
 import zlib
 from dataclasses import dataclass
 
-from ..errors import BadImage, BadLabel
+from ..errors import BadImage
 
 FORMATS = {"PNG": "png", "JPEG": "jpeg", "WEBP": "webp"}
 CONTENT_TYPES = {"png": "image/png", "jpeg": "image/jpeg", "webp": "image/webp"}
@@ -25,7 +24,6 @@ EXTENSIONS = {"png": ".png", "jpeg": ".jpg", "webp": ".webp"}
 MAX_PIXELS = 40_000_000
 # A single image file over 64 MiB is not a training example; refuse before reading it all.
 MAX_BYTES = 64 << 20
-MAX_LABEL_LEN = 200
 
 
 @dataclass(frozen=True)
@@ -58,6 +56,8 @@ def inspect_image(data: bytes, name: str) -> ImageFacts:
                         f"{name}: {width}x{height} pixels is over the {MAX_PIXELS:,}-pixel limit "
                         "(a decompression bomb or a huge scan); downscale it before importing"
                     )
+                if fmt == "jpeg":
+                    check_jpeg_size(data, name)
                 im.load()
                 mode = im.mode
     except BadImage:
@@ -71,6 +71,63 @@ def inspect_image(data: bytes, name: str) -> ImageFacts:
     except (OSError, SyntaxError, ValueError, EOFError, KeyError, IndexError) as e:
         raise BadImage(f"{name}: the image is corrupt or truncated ({e}); re-export it or remove it") from None
     return ImageFacts(fmt, width, height, mode)
+
+
+# Huffman-coded JPEG frames (baseline, extended, progressive, lossless): every 8x8 block costs
+# at least one bit, so the file bounds how many blocks it can hold.
+_HUFFMAN_SOF = {0xC0, 0xC1, 0xC2, 0xC3}
+_NO_LENGTH = {0xD8, 0x01, *range(0xD0, 0xD8)}
+
+
+def check_jpeg_size(data: bytes, name: str) -> None:
+    """Refuse a JPEG too short for the image it claims. libjpeg fills what is missing with grey and
+    only warns (which Pillow does not pass on), so a 1 KB file claiming 6000x6000 would import."""
+    blocks = jpeg_blocks(data)
+    if blocks is not None and len(data) * 8 < blocks:
+        raise BadImage(
+            f"{name}: the image is corrupt or truncated ({len(data):,} bytes cannot hold the {blocks:,} "
+            "blocks its header claims); re-export it or remove it"
+        )
+
+
+def jpeg_blocks(data: bytes) -> int | None:
+    """The 8x8 blocks a Huffman-coded JPEG's frame header claims (every component, after
+    subsampling), or None when there is no such header (arithmetic coding: no bound)."""
+    pos = 2
+    while pos + 4 <= len(data):
+        if data[pos] != 0xFF:
+            return None
+        marker = data[pos + 1]
+        if marker == 0xFF:  # fill byte
+            pos += 1
+            continue
+        if marker in _NO_LENGTH:
+            pos += 2
+            continue
+        length = int.from_bytes(data[pos + 2 : pos + 4])
+        if marker in _HUFFMAN_SOF:
+            return _frame_blocks(data[pos + 4 : pos + 2 + length])
+        if marker == 0xDA:  # start of scan before any frame header
+            return None
+        pos += 2 + length
+    return None
+
+
+def _frame_blocks(sof: bytes) -> int | None:
+    if len(sof) < 6:
+        return None
+    height, width, count = int.from_bytes(sof[1:3]), int.from_bytes(sof[3:5]), sof[5]
+    comps = [(sof[7 + 3 * i] >> 4, sof[7 + 3 * i] & 15) for i in range(count) if 8 + 3 * i <= len(sof)]
+    if not comps or not height or not width:
+        return None
+    hmax, vmax = max(h for h, _ in comps), max(v for _, v in comps)
+    if not hmax or not vmax:
+        return None
+    return sum(_ceil(_ceil(width * h, hmax), 8) * _ceil(_ceil(height * v, vmax), 8) for h, v in comps)
+
+
+def _ceil(a: int, b: int) -> int:
+    return (a + b - 1) // b
 
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
@@ -149,50 +206,3 @@ def example_id(blob: str, name: str) -> str:
     """
     h = hashlib.sha256(b"kiln-example\0" + blob.encode() + b"\0" + name.encode("utf-8"))
     return h.hexdigest()[:32]
-
-
-def _bad_chars(text: str) -> list[str]:
-    return [f"U+{ord(c):04X}" for c in text if unicodedata.category(c) in ("Cc", "Cf", "Cs", "Co", "Zl", "Zp")]
-
-
-def check_label(label: str, where: str) -> str:
-    if label in _GOOD_LABELS:
-        return label
-    label = _check_label(label, where)
-    if len(_GOOD_LABELS) < 10_000:
-        _GOOD_LABELS.add(label)
-    return label
-
-
-# Labels repeat a lot (a class name per row); remember the ones already checked.
-_GOOD_LABELS: set[str] = set()
-
-
-def _check_label(label: str, where: str) -> str:
-    """Return the label in NFC form, or raise ``BadLabel`` saying what is wrong and where."""
-    label = unicodedata.normalize("NFC", label)
-    bad = _bad_chars(label)
-    if bad:
-        raise BadLabel(f"{where}: label {label!r} contains control characters ({', '.join(bad[:5])}); remove them")
-    if not label.strip():
-        raise BadLabel(f"{where}: the label is empty; give a class name (or leave the example unlabeled)")
-    if label != label.strip():
-        raise BadLabel(f"{where}: label {label!r} has leading or trailing spaces; remove them")
-    if "/" in label or "\\" in label or label in (".", ".."):
-        raise BadLabel(
-            f"{where}: label {label!r} may not contain '/' or '\\' or be '.'/'..' (labels become folder names on export)"
-        )
-    if len(label) > MAX_LABEL_LEN:
-        raise BadLabel(f"{where}: label is {len(label)} characters; the limit is {MAX_LABEL_LEN}")
-    return label
-
-
-def check_text(value: str, where: str) -> str:
-    """Metadata values and names: any text without control characters."""
-    if value.isascii() and value.isprintable():
-        return value
-    value = unicodedata.normalize("NFC", value)
-    bad = _bad_chars(value)
-    if bad:
-        raise BadLabel(f"{where}: value {value!r} contains control characters ({', '.join(bad[:5])}); remove them")
-    return value

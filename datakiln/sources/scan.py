@@ -1,18 +1,17 @@
 """Sources: turn an image folder or a manifest into candidates (name, file, label, split, meta).
 
-Nothing here reads image bytes; ``datakiln.importer`` checks and stores the candidates.
+Nothing here reads image bytes; ``datakiln.repo.importer`` checks and stores the candidates.
 """
 
 from __future__ import annotations
 
-import csv
 import json
 import os
 from dataclasses import dataclass, field
-from pathlib import Path, PurePosixPath
+from pathlib import Path
 
 from ..errors import BadManifest, InputError
-from .images import check_label, check_text
+from .labels import check_label, check_text, csv_rows, read_text
 
 SPLIT_NAMES = {"train": "train", "valid": "valid", "val": "valid", "validation": "valid", "test": "test"}
 RESERVED = {"path", "label", "split", "id"}
@@ -30,21 +29,29 @@ class Candidate:
     data: bytes | None = None
 
 
-def _walk(root: Path) -> list[Path]:
-    """Files under ``root``, sorted, skipping hidden names (.DS_Store, .git, .kiln, ...)."""
-    out: list[Path] = []
-    stack = [root]
+def _walk(root: str) -> list[str]:
+    """Relative POSIX paths of everything under ``root`` that is not a folder, sorted like paths
+    (by part); hidden names (.DS_Store, .git, .kiln, ...) skipped. Links, pipes and devices are
+    listed too: the importer reports them by name instead of dropping them silently. Strings and
+    ``os.scandir``, not ``pathlib``: this runs once per file of a 100,000-image folder."""
+    out: list[str] = []
+    stack = [""]
     while stack:
-        d = stack.pop()
-        with os.scandir(d) as it:
-            for e in it:
-                if e.name.startswith("."):
-                    continue
-                if e.is_dir(follow_symlinks=False):
-                    stack.append(Path(e.path))
-                elif e.is_file():
-                    out.append(Path(e.path))
-    out.sort()
+        rel = stack.pop()
+        folder = root + "/" + rel if rel else root
+        try:
+            with os.scandir(folder) as it:
+                for e in it:
+                    if e.name.startswith("."):
+                        continue
+                    path = rel + "/" + e.name if rel else e.name
+                    if e.is_dir(follow_symlinks=False):
+                        stack.append(path)
+                    else:
+                        out.append(path)
+        except OSError as e:
+            raise InputError(f"{folder}: cannot list the folder ({e.strerror or e}); check its permissions") from None
+    out.sort(key=lambda p: p.split("/"))
     return out
 
 
@@ -53,23 +60,26 @@ def scan_folder(root: Path) -> list[Candidate]:
 
     If every top-level folder is a split name (train/valid/val/test), the layout is
     ``root/<split>/<label>/...``. Folders below the label become the ``folder`` metadata column.
+    A link that leads outside ``root`` is refused when the file is read, as in a manifest.
     """
     if not root.is_dir():
         raise InputError(f"{root}: not a directory; pass a folder of images, or --manifest FILE for a CSV/JSONL")
-    files = _walk(root)
-    tops = {p.relative_to(root).parts[0] for p in files if len(p.relative_to(root).parts) > 1}
+    base = str(root)
+    within = os.path.abspath(base)
+    files = _walk(base)
+    tops = {rel.split("/", 1)[0] for rel in files if "/" in rel}
     by_split = bool(tops) and all(t.lower() in SPLIT_NAMES for t in tops)
     out = []
-    for p in files:
-        parts = p.relative_to(root).parts
-        name = PurePosixPath(*parts).as_posix()
-        check_text(name, str(p))
+    for rel in files:
+        path = os.path.join(base, rel)
+        check_text(rel, path)
+        parts = rel.split("/")
         split = None
         if by_split and len(parts) > 1:
             split, parts = SPLIT_NAMES[parts[0].lower()], parts[1:]
-        label = check_label(parts[0], str(p)) if len(parts) > 1 else None
+        label = check_label(parts[0], path) if len(parts) > 1 else None
         meta = {"folder": "/".join(parts[1:-1])} if len(parts) > 2 else {}
-        out.append(Candidate(name=name, path=str(p), label=label, split=split, meta=meta))
+        out.append(Candidate(name=rel, path=path, label=label, split=split, meta=meta, within=within))
     return out
 
 
@@ -127,22 +137,14 @@ def _check_header(header: list[str], manifest: Path) -> None:
 
 def scan_csv(manifest: Path) -> list[Candidate]:
     base = os.path.abspath(manifest.parent)
-    try:
-        text = manifest.read_text(encoding="utf-8-sig")
-    except UnicodeDecodeError as e:
-        raise BadManifest(f"{manifest}: not UTF-8 text ({e}); save it as UTF-8") from None
-    if "\0" in text:
-        raise BadManifest(f"{manifest}: contains NUL bytes; is it really a CSV file?")
-    reader = csv.reader(text.splitlines())
-    try:
-        header = [h.strip() for h in next(reader)]
-    except StopIteration:
-        raise BadManifest(f"{manifest}: the file is empty; it needs a header line path,label[,split,...]") from None
+    rows = csv_rows(manifest)
+    first = next(rows, None)
+    if first is None:
+        raise BadManifest(f"{manifest}: the file is empty; it needs a header line path,label[,split,...]")
+    header = [h.strip() for h in first[1]]
     _check_header(header, manifest)
     out = []
-    for lineno, fields in enumerate(reader, start=2):
-        if not fields:
-            continue
+    for lineno, fields in rows:
         if len(fields) != len(header):
             raise BadManifest(
                 f"{manifest} line {lineno}: {len(fields)} fields, but the header names {len(header)} "
@@ -155,11 +157,7 @@ def scan_csv(manifest: Path) -> list[Candidate]:
 def scan_jsonl(manifest: Path) -> list[Candidate]:
     base = os.path.abspath(manifest.parent)
     out = []
-    try:
-        lines = manifest.read_text(encoding="utf-8").splitlines()
-    except UnicodeDecodeError as e:
-        raise BadManifest(f"{manifest}: not UTF-8 text ({e}); save it as UTF-8") from None
-    for lineno, line in enumerate(lines, start=1):
+    for lineno, line in enumerate(read_text(manifest, bom=False).splitlines(), start=1):
         if not line.strip():
             continue
         where = f"{manifest} line {lineno}"
@@ -167,6 +165,10 @@ def scan_jsonl(manifest: Path) -> list[Candidate]:
             rec = json.loads(line)
         except json.JSONDecodeError as e:
             raise BadManifest(f"{where}: not valid JSON ({e.msg}); each line must be one JSON object") from None
+        except (ValueError, RecursionError) as e:  # integers of thousands of digits, deep nesting
+            raise BadManifest(
+                f"{where}: a JSON value is too large or too deeply nested ({e}); use flat objects"
+            ) from None
         if not isinstance(rec, dict) or "path" not in rec:
             raise BadManifest(
                 f'{where}: expected an object with a "path" key, e.g. {{"path": "a.png", "label": "cat"}}'

@@ -13,6 +13,7 @@ import re
 from pathlib import Path
 
 from ..errors import BadName, CorruptObject, RefMoved
+from .codec import check_oid
 from .fsutil import FileLock, atomic_write
 
 _NAME_OK = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._/-]*$")
@@ -38,6 +39,32 @@ def check_name(name: str, kind: str) -> str:
     return name
 
 
+REF_PREFIXES = ("refs/heads/", "refs/tags/")
+
+
+def valid_ref(ref: str) -> bool:
+    """True for ``refs/heads/NAME`` or ``refs/tags/NAME`` with a NAME ``check_name`` allows."""
+    for prefix in REF_PREFIXES:
+        if ref.startswith(prefix):
+            try:
+                check_name(ref[len(prefix) :], "ref")
+            except BadName:
+                return False
+            return True
+    return False
+
+
+def check_ref(ref: str, where: str = "ref") -> str:
+    """``ref`` if it is a branch or tag ref; every ref name read from disk passes here before it
+    becomes a path, by the same rules as a name a user types (so ``ref: ../../x`` goes nowhere)."""
+    if not valid_ref(ref):
+        raise CorruptObject(
+            f"{where} names {ref[:80]!r}, not a branch or tag (refs/heads/NAME or refs/tags/NAME); "
+            "run 'kiln fsck', and fix it with 'kiln checkout BRANCH'"
+        )
+    return ref
+
+
 class Refs:
     def __init__(self, kiln_dir: Path, lock: FileLock) -> None:
         self.dir = kiln_dir
@@ -45,7 +72,7 @@ class Refs:
         self.tmp_dir = kiln_dir / "tmp"
 
     def _path(self, ref: str) -> Path:
-        return self.dir / ref
+        return self.dir / check_ref(ref)
 
     def read(self, ref: str) -> str | None:
         """The commit id a ref points at, or None if the ref does not exist."""
@@ -53,22 +80,32 @@ class Refs:
             value = self._path(ref).read_text().strip()
         except (FileNotFoundError, NotADirectoryError):
             return None
+        except (OSError, UnicodeDecodeError) as e:
+            raise CorruptObject(f"ref {ref} cannot be read ({e}); run 'kiln fsck'") from None
         if not _HEX64.match(value):
             raise CorruptObject(f"ref {ref} holds {value[:80]!r}, not a commit id; run 'kiln fsck'")
         return value
 
     def head(self) -> tuple[str | None, str | None]:
         """(symbolic ref or None if detached, commit id or None if unborn)."""
-        text = (self.dir / "HEAD").read_text().strip()
+        try:
+            text = (self.dir / "HEAD").read_text().strip()
+        except (OSError, UnicodeDecodeError) as e:
+            raise CorruptObject(f"{self.dir / 'HEAD'} cannot be read ({e}); run 'kiln fsck'") from None
         if text.startswith("ref: "):
             ref = text[5:]
+            if not ref.startswith("refs/heads/"):
+                raise CorruptObject(
+                    f"HEAD names {ref[:80]!r}, not a branch (refs/heads/NAME); fix it with 'kiln checkout BRANCH'"
+                )
+            check_ref(ref, "HEAD")
             return ref, self.read(ref)
         if not _HEX64.match(text):
             raise CorruptObject(f"HEAD holds {text[:80]!r}; expected 'ref: refs/heads/NAME' or a commit id")
         return None, text
 
     def set_head(self, *, ref: str | None = None, commit: str | None = None) -> None:
-        text = f"ref: {ref}\n" if ref else f"{commit}\n"
+        text = f"ref: {check_ref(ref)}\n" if ref else f"{check_oid(commit, 'commit id')}\n"
         with self.lock:
             atomic_write(self.dir / "HEAD", text.encode(), self.tmp_dir)
 
@@ -83,7 +120,7 @@ class Refs:
                 )
             path = self._path(ref)
             path.parent.mkdir(parents=True, exist_ok=True)
-            atomic_write(path, f"{new}\n".encode(), self.tmp_dir)
+            atomic_write(path, f"{check_oid(new, 'commit id')}\n".encode(), self.tmp_dir)
 
     def delete(self, ref: str, expected: str | None) -> None:
         with self.lock:
@@ -91,16 +128,21 @@ class Refs:
                 raise RefMoved(f"{ref} moved while deleting it; retry")
             self._path(ref).unlink()
 
+    def names(self, prefix: str) -> list[str]:
+        """Every file name under ``prefix``, valid ref name or not (``fsck`` reports the others)."""
+        base = self.dir / prefix
+        return sorted(
+            (Path(root) / f).relative_to(base).as_posix() for root, _dirs, files in os.walk(base) for f in files
+        )
+
     def list(self, prefix: str) -> dict[str, str]:
         """Names under ``prefix`` (e.g. ``refs/heads/``) mapped to commit ids."""
         base = self.dir / prefix
         out: dict[str, str] = {}
         if not base.exists():
             return out
-        for root, _dirs, files in os.walk(base):
-            for f in files:
-                full = Path(root) / f
-                name = full.relative_to(base).as_posix()
+        for name in self.names(prefix):
+            if valid_ref(prefix + name):
                 value = self.read(prefix + name)
                 if value:
                     out[name] = value

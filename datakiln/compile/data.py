@@ -1,0 +1,201 @@
+"""A commit's examples as arrays: labels as class indices, splits, folds, and decoded pixels.
+
+numpy only. Pixels are decoded once per (images, input contract) and cached under
+``.kiln/cache/pixels/``, so a sweep over widths or seeds decodes nothing twice.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections import Counter
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from .. import interrupt
+from ..errors import InputError, NotBuildable
+from ..package.pixels import WIDE_GRAY, decode
+from ..progress import Progress
+from ..repo import label_source
+from ..repo.table import META_PREFIX, SPLITS, Table
+from ..store.fsutil import atomic_write
+from ..store.objects import ObjectStore
+from .spec import InputSpec, Spec
+
+if TYPE_CHECKING:
+    from ..repo import Repo
+
+CACHE_KEEP = 3  # pixel caches kept: the current data, and a branch or two to switch between
+MAX_AUTO_SIDE = 64  # "auto" size: larger images are downscaled; a small CNN gains little above this
+
+
+@dataclass
+class Examples:
+    """Every example of a commit, in table order. ``y`` is -1 where the example is not trained on."""
+
+    ids: list[str]
+    blobs: list[str]
+    names: list[str]
+    labels: list[str | None]  # the label in the table, whatever its source
+    sources: list[str | None]
+    splits: np.ndarray  # (N,) str
+    y: np.ndarray  # (N,) int64 class index, -1 for unlabeled (or model-seeded, unless trained on)
+    classes: list[str]
+    meta: dict[str, list[str | None]]
+    widths: list[int]
+    heights: list[int]
+    modes: list[str]
+
+    def __len__(self) -> int:
+        return len(self.ids)
+
+    def where(self, split: str, *, labeled: bool = True) -> np.ndarray:
+        mask = self.splits == split
+        if labeled:
+            mask &= self.y >= 0
+        return np.flatnonzero(mask)
+
+
+def gather(table: Table, *, use_model_labels: bool = False) -> Examples:
+    c = table.cols
+    labels = [None if v is None else str(v) for v in c["label"]]
+    sources = [None if v is None else str(v) for v in c["source"]]
+    trained = [
+        lab if lab is not None and (use_model_labels or not label_source.is_suggestion(src)) else None
+        for lab, src in zip(labels, sources)
+    ]
+    classes = sorted({lab for lab in trained if lab is not None})
+    index = {k: i for i, k in enumerate(classes)}
+    y = np.array([index[lab] if lab is not None else -1 for lab in trained], dtype=np.int64)
+    meta = {
+        k[len(META_PREFIX) :]: [None if v is None else str(v) for v in c[k]] for k in c if k.startswith(META_PREFIX)
+    }
+    return Examples(
+        ids=list(table.ids),
+        blobs=list(table.blobs),
+        names=[str(v) for v in c["name"]],
+        labels=labels,
+        sources=sources,
+        splits=np.array([str(v) for v in c["split"]], dtype=object),
+        y=y,
+        classes=classes,
+        meta=meta,
+        widths=[int(v or 0) for v in c["width"]],
+        heights=[int(v or 0) for v in c["height"]],
+        modes=[str(v) for v in c["mode"]],
+    )
+
+
+def check_buildable(ex: Examples) -> None:
+    train = ex.where("train")
+    if len(ex.classes) < 2:
+        raise NotBuildable(
+            f"the commit has {len(ex.classes)} class(es) among its labels; a classifier needs at least 2. "
+            "Label more examples ('kiln label ID LABEL') and commit"
+        )
+    missing = sorted(set(ex.classes) - {ex.classes[i] for i in ex.y[train]})
+    if missing:
+        raise NotBuildable(
+            f"class(es) {', '.join(map(repr, missing[:5]))} have no labeled examples in the train split, so no model "
+            "can learn them; label some train examples of each, or relabel/remove those examples, and commit"
+        )
+    if len(train) < 2 * len(ex.classes):
+        raise NotBuildable(
+            f"only {len(train)} labeled examples in the train split for {len(ex.classes)} classes; "
+            "label more train examples and commit"
+        )
+
+
+def resolve_input(spec: InputSpec, ex: Examples) -> tuple[list[int], int]:
+    """The concrete [height, width] and channel count, deciding "auto" from the table's columns."""
+    if isinstance(spec.size, list):
+        size = list(spec.size)
+    else:
+        (h, w), _ = Counter(zip(ex.heights, ex.widths)).most_common(1)[0]
+        scale = min(1.0, MAX_AUTO_SIDE / max(h, w))
+        size = [max(1, round(h * scale)), max(1, round(w * scale))]
+    if isinstance(spec.channels, int):
+        channels = spec.channels
+    else:
+        channels = 1 if all(m in ("L", "1", "F", *WIDE_GRAY) for m in ex.modes) else 3
+    return size, channels
+
+
+def pixels(store: ObjectStore, cache_dir: Path, ex: Examples, size: list[int], channels: int) -> np.ndarray:
+    """(N, C, H, W) uint8 for every example, from the cache when these images were decoded before."""
+    key = hashlib.sha256(f"{size}|{channels}|".encode() + "".join(ex.blobs).encode()).hexdigest()[:32]
+    path = cache_dir / f"pixels-{key}.npy"
+    shape = (len(ex), channels, size[0], size[1])
+    if path.is_file():
+        try:
+            cached: np.ndarray = np.load(path, allow_pickle=False)
+            if cached.shape == shape and cached.dtype == np.uint8:
+                return cached
+        except (OSError, ValueError):
+            pass  # a damaged cache file is rebuilt below
+    out = np.empty(shape, dtype=np.uint8)
+    with Progress(len(ex), "decode") as bar:
+        for i, blob in enumerate(ex.blobs):
+            if i % 256 == 0:
+                interrupt.check()
+            out[i] = decode(store.get(blob), size, channels, ex.names[i])
+            bar.update()
+    cache_dir.mkdir(parents=True, exist_ok=True)
+    atomic_write(path, _npy_bytes(out), cache_dir)
+    _prune(cache_dir, keep=path)
+    return out
+
+
+def _prune(cache_dir: Path, keep: Path, newest: int = CACHE_KEEP) -> None:
+    """Drop all but the newest few pixel caches: each import makes a new one, and they are big."""
+    files = sorted(cache_dir.glob("pixels-*.npy"), key=lambda p: p.stat().st_mtime, reverse=True)
+    for old in files[newest:]:
+        if old != keep:
+            old.unlink(missing_ok=True)
+
+
+def _npy_bytes(a: np.ndarray) -> bytes:
+    import io
+
+    buf = io.BytesIO()
+    np.save(buf, a, allow_pickle=False)
+    return buf.getvalue()
+
+
+def normalization(x: np.ndarray, train: np.ndarray, how: str) -> tuple[list[float], list[float]]:
+    """Per-channel mean and std (of x/255) over the train rows, in float64 so the result is exact."""
+    channels = x.shape[1]
+    if how == "none" or len(train) == 0:
+        return [0.0] * channels, [1.0] * channels
+    sub = x[train].astype(np.float64) / 255.0
+    mean = sub.mean(axis=(0, 2, 3))
+    std = np.maximum(sub.std(axis=(0, 2, 3)), 1e-3)
+    return [round(float(v), 6) for v in mean], [round(float(v), 6) for v in std]
+
+
+def folds_of(n_train: int, folds: int, seed: int) -> np.ndarray:
+    """Fold number per train example: a seeded permutation dealt round-robin, so folds differ by at most one."""
+    order = np.random.default_rng(seed).permutation(n_train)
+    out = np.empty(n_train, dtype=np.int64)
+    out[order] = np.arange(n_train) % max(folds, 1)
+    return out
+
+
+def dataset(
+    repo: Repo, split: str = "train", commit: str = "HEAD", *, spec: Spec | None = None, labeled: bool = True
+) -> Any:
+    """A PyTorch ``Dataset`` of ``(pixels, class index)`` for one split of a commit, under the
+    input contract ``spec`` (default: kiln.toml) resolves to: for users with their own loops."""
+    from .builder import default_spec
+    from .torchdata import ExampleDataset
+
+    if split not in SPLITS:
+        raise InputError(f"split {split!r} is not one of {', '.join(SPLITS)}")
+    spec = spec or default_spec(repo)
+    ex = gather(repo.table(commit), use_model_labels=spec.train.use_model_labels)
+    size, channels = resolve_input(spec.input, ex)
+    x = pixels(repo.store, repo.layout.cache, ex, size, channels)
+    idx = ex.where(split, labeled=labeled)
+    return ExampleDataset(x[idx], ex.y[idx], [ex.ids[i] for i in idx], ex.classes)

@@ -1,0 +1,264 @@
+"""The build spec: ``kiln.toml`` parsed into a frozen dataclass.
+
+Unknown keys and wrong types are refused with the key's name. Every default says why. The
+resolved spec (every key, defaults filled in) is stored in the build and the package, so a
+package alone says how to rebuild it. ``"auto"`` values are decided from the dataset when the
+build starts (image size, channels, normalisation) and the decided values are recorded too.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import hashlib
+import json
+import tomllib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from ..errors import BadSpec
+
+SPEC_FILE = "kiln.toml"
+ARCHS = ("cnn", "mlp")
+OPTIMIZERS = ("adamw", "sgd")
+SCHEDULES = ("cosine", "constant", "step")
+NORMALIZE = ("auto", "none")
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    # A small CNN beats an MLP on any image task; the MLP is the baseline to compare with.
+    arch: str = "cnn"
+    # Channel multiplier: 0.5 halves every layer's channels, so conv cost drops about 4x.
+    width: float = 1.0
+    # Conv blocks (each two 3x3 convs, then 2x2 pooling while the map is at least 4 pixels), or
+    # hidden layers for the MLP. Two suit images up to ~32 px; add one per doubling.
+    depth: int = 2
+    # Before the classifier only: enough to stop a small net memorising a small dataset.
+    dropout: float = 0.1
+
+
+@dataclass(frozen=True)
+class InputSpec:
+    # [height, width], or "auto": the most common image size, capped at 64 px a side.
+    size: list[int] | str = "auto"
+    # 1 or 3, or "auto": 1 when every image is grayscale.
+    channels: int | str = "auto"
+    # "auto": per-channel mean and std of the train split, applied inside the model. "none": x/255.
+    normalize: str = "auto"
+
+
+@dataclass(frozen=True)
+class AugmentSpec:
+    # Random translation by up to this many pixels: the cheapest augmentation that always helps.
+    shift: int = 1
+    # Horizontal flips: right for photos, wrong for digits and text, so off by default.
+    flip: bool = False
+    # Random brightness scale in [1 - b, 1 + b].
+    brightness: float = 0.0
+
+
+@dataclass(frozen=True)
+class TrainSpec:
+    optimizer: str = "adamw"
+    lr: float = 0.003
+    weight_decay: float = 0.0005
+    momentum: float = 0.9  # sgd only
+    schedule: str = "cosine"  # decays to zero by the last epoch: no tuning of step points
+    epochs: int = 30
+    batch_size: int = 64
+    seed: int = 0
+    # Stop when valid accuracy has not improved for this many epochs (0: never); the best epoch's
+    # weights are kept.
+    patience: int = 10
+    # Cross-fitting folds for out-of-sample predictions on the train split (0: none).
+    folds: int = 5
+    # Part of the spec because the bits of the weights depend on it. One thread is also the
+    # fastest on a busy 2-core machine.
+    threads: int = 1
+    # Labels seeded by a model are suggestions, not decisions: train on them only if asked.
+    use_model_labels: bool = False
+
+
+@dataclass(frozen=True)
+class Spec:
+    model: ModelSpec = field(default_factory=ModelSpec)
+    input: InputSpec = field(default_factory=InputSpec)
+    augment: AugmentSpec = field(default_factory=AugmentSpec)
+    train: TrainSpec = field(default_factory=TrainSpec)
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    def hash(self) -> str:
+        return hashlib.sha256(json.dumps(self.to_dict(), sort_keys=True).encode()).hexdigest()
+
+    def with_overrides(self, **dotted: Any) -> Spec:
+        """``spec.with_overrides(**{"model.width": 0.5})`` or ``(width=0.5)``: a checked copy with keys replaced."""
+        d = self.to_dict()
+        for key, value in dotted.items():
+            key = SHORT_KEYS.get(key, key)
+            section, _, name = key.partition(".")
+            if section not in d or name not in d[section]:
+                known = [*SHORT_KEYS, *all_keys()]
+                raise BadSpec(f"unknown spec key {key!r}{_hint(key, known)}; known: {', '.join(known)}")
+            d[section][name] = value
+        return parse_dict(d, "overrides")
+
+
+# Short names for the keys people change most: `kiln build --width 0.5`, `repo.build(width=0.5)`.
+SHORT_KEYS = {
+    "arch": "model.arch",
+    "width": "model.width",
+    "depth": "model.depth",
+    "epochs": "train.epochs",
+    "seed": "train.seed",
+    "folds": "train.folds",
+    "threads": "train.threads",
+}
+
+SECTIONS: dict[str, type[Any]] = {"model": ModelSpec, "input": InputSpec, "augment": AugmentSpec, "train": TrainSpec}
+
+
+def all_keys() -> list[str]:
+    return [f"{s}.{f.name}" for s, cls in SECTIONS.items() for f in dataclasses.fields(cls)]
+
+
+def _check_type(value: Any, default: Any, where: str) -> Any:
+    if isinstance(default, bool):
+        ok = isinstance(value, bool)
+    elif isinstance(default, int):
+        ok = isinstance(value, int) and not isinstance(value, bool)
+    elif isinstance(default, float):
+        ok = isinstance(value, (int, float)) and not isinstance(value, bool)
+        value = float(value) if ok else value
+    else:  # str
+        ok = isinstance(value, str)
+    if not ok:
+        raise BadSpec(f"{where} must be {TYPE_NAMES[type(default)]}, not {value!r}")
+    return value
+
+
+TYPE_NAMES = {bool: "true or false", int: "an integer", float: "a number", str: "a string"}
+
+
+def _hint(name: str, known: list[str]) -> str:
+    close = difflib.get_close_matches(name, known, n=1)
+    return f" (did you mean {close[0]}?)" if close else ""
+
+
+def _check_value(section: str, name: str, value: Any, where: str) -> Any:
+    """Type and range checks; ``auto`` fields accept ``"auto"`` or their concrete form."""
+    if value == "auto" and (section, name) in (("input", "size"), ("input", "channels"), ("input", "normalize")):
+        return value
+    if (section, name) == ("input", "size"):
+        if not (isinstance(value, list) and len(value) == 2 and all(type(v) is int and 1 <= v <= 1024 for v in value)):
+            raise BadSpec(f'{where} must be [height, width] in pixels (1-1024) or "auto", not {value!r}')
+        return list(value)
+    if (section, name) == ("input", "channels"):
+        if value not in (1, 3) or isinstance(value, bool):
+            raise BadSpec(f'{where} must be 1, 3 or "auto", not {value!r}')
+        return value
+    default = getattr(SECTIONS[section](), name)
+    value = _check_type(value, default, where)
+    choices = {"arch": ARCHS, "optimizer": OPTIMIZERS, "schedule": SCHEDULES, "normalize": NORMALIZE}.get(name)
+    if choices and value not in choices:
+        raise BadSpec(f"{where} must be one of {', '.join(choices)}, not {value!r}")
+    limits: dict[str, tuple[float, float]] = {
+        "width": (0.05, 16),
+        "depth": (1, 8),
+        "dropout": (0, 0.95),
+        "shift": (0, 64),
+        "brightness": (0, 0.9),
+        "lr": (1e-7, 10),
+        "weight_decay": (0, 1),
+        "momentum": (0, 0.999),
+        "epochs": (1, 10_000),
+        "batch_size": (2, 65_536),
+        "seed": (0, 2**32 - 1),
+        "patience": (0, 10_000),
+        "folds": (0, 50),
+        "threads": (1, 256),
+    }
+    if name in limits and not limits[name][0] <= value <= limits[name][1]:
+        lo, hi = limits[name]
+        raise BadSpec(f"{where} = {value!r} is out of range; use a value from {lo:g} to {hi:g}")
+    if name == "folds" and value == 1:
+        raise BadSpec(f"{where} = 1 cannot hold anything out; use 0 (no cross-fitting) or 2 or more")
+    return value
+
+
+def parse_dict(d: dict[str, Any], source: str) -> Spec:
+    parts: dict[str, Any] = {}
+    for section, value in d.items():
+        if not isinstance(value, dict):
+            owner = [s for s, cls in SECTIONS.items() if section in {f.name for f in dataclasses.fields(cls)}]
+            where = f"under [{owner[0]}]" if owner else "in a section"
+            raise BadSpec(f"{source}: {section} = {value!r} is outside any section; put it {where}")
+        if section not in SECTIONS:
+            raise BadSpec(
+                f"{source}: unknown section [{section}]{_hint(section, list(SECTIONS))}; sections are "
+                f"{', '.join(SECTIONS)}"
+            )
+        cls = SECTIONS[section]
+        names = {f.name for f in dataclasses.fields(cls)}
+        kwargs = {}
+        for name, v in value.items():
+            if name not in names:
+                raise BadSpec(
+                    f"{source}: unknown key {section}.{name}{_hint(name, sorted(names))}; [{section}] takes "
+                    f"{', '.join(sorted(names))}"
+                )
+            kwargs[name] = _check_value(section, name, v, f"{source}: {section}.{name}")
+        parts[section] = cls(**kwargs)
+    return Spec(**parts)
+
+
+def load_spec(path: Path | None) -> Spec:
+    """The spec in ``path`` (a kiln.toml); defaults for everything it leaves out, or if it is None."""
+    if path is None:
+        return Spec()
+    try:
+        data = tomllib.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise BadSpec(f"{path}: no such build spec; create it (kiln init writes a default) or pass --spec") from None
+    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as e:
+        raise BadSpec(f"{path}: not valid TOML ({e}); fix the line it names") from None
+    return parse_dict(data, str(path))
+
+
+DEFAULT_TOML = """\
+# kiln build spec: how `kiln build` turns a commit into a model. Every key is optional;
+# docs/build.md lists them all. "auto" values are decided from the data at build time.
+
+[model]
+arch = "cnn"        # "cnn" or "mlp"
+width = 1.0         # channel multiplier: 0.5 is about twice as fast and a bit less accurate
+depth = 2           # conv blocks (or hidden layers for the mlp)
+
+[input]
+size = "auto"       # [height, width], or the most common image size (at most 64 px a side)
+channels = "auto"   # 1, 3, or 1 when every image is grayscale
+
+[augment]
+shift = 1           # random translation in pixels
+flip = false        # horizontal flips: on for photos, off for digits and text
+
+[train]
+epochs = 30
+batch_size = 64
+lr = 0.003
+seed = 0
+folds = 5           # cross-fitting for out-of-sample predictions on every train example
+threads = 1         # part of the result: weights are bit-identical for the same threads
+"""
+
+
+def write_default(root: Path) -> Path | None:
+    """A commented kiln.toml in ``root`` (``kiln init``), unless the folder already has one."""
+    path = root / SPEC_FILE
+    if path.exists():
+        return None
+    path.write_text(DEFAULT_TOML)
+    return path
