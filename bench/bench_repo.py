@@ -2,7 +2,10 @@
 
 Generates N small PNGs (1-2 KB) and a labels CSV, then for each tool: import + commit of the
 whole folder, a one-label edit, 1,000 scattered label edits, status with nothing changed, and
-log of 1,000 commits; for kiln also the time to read the full label table of old commits.
+log of 1,000 commits; for kiln also the time to read the full label table of old commits, an
+import of the same images as a class-per-subfolder folder (``kiln import FOLDER``, beside git
+add + commit of that folder), and how long commands take to start (``kiln --help``, ``kiln status``
+on an empty repository). Beside every figure: the 1-minute load average when it was measured.
 Prints every figure with the issue's target, the ratio to the anchors, and PASS/FAIL, and writes
 the JSON to ``bench/results/``.
 
@@ -44,8 +47,10 @@ ENV = {
     "GIT_COMMITTER_EMAIL": "b@x",
 }
 
-# (key, what, target, unit): targets from issue 2; a figure is compared with "<=".
+# (key, what, target, unit): targets from issues 2 and 10; a figure is compared with "<=".
 TARGETS = {
+    "help_s": 0.15,
+    "status_empty_s": 0.15,
     "one_label_commit_s": 0.2,
     "one_label_bytes": 2048,
     "scattered_1000_bytes": 32 * 1024,
@@ -69,10 +74,41 @@ def best_of(k: int, cmd: list[str], cwd: Path) -> float:
     return min(run(cmd, cwd) for _ in range(k))
 
 
+def load() -> float:
+    """The 1-minute load average now: a figure measured beside another heavy job is not a figure."""
+    return os.getloadavg()[0]
+
+
+def noted(r: dict[str, Any], key: str, value: float) -> float:
+    """Store a figure with the load average at the moment it was measured."""
+    r[key] = value
+    r.setdefault("load", {})[key] = load()
+    return value
+
+
+def class_folders(data: Path, manifest: Path) -> Path:
+    """The same images as ``<label>/<file>`` folders, hard links (no copies): what ``kiln import
+    FOLDER`` and ``git add`` of a class-per-subfolder dataset read."""
+    folders = data / "by-class"
+    stamp = data / ".complete-by-class"
+    if not stamp.exists():
+        shutil.rmtree(folders, ignore_errors=True)
+        for path, label in read_rows(manifest):
+            dest = folders / label / Path(path).name
+            dest.parent.mkdir(parents=True, exist_ok=True)
+            os.link(data / path, dest)
+        stamp.touch()
+    return folders
+
+
 def size(*dirs: Path) -> int:
+    """Bytes of every file under ``dirs``, except kiln's disposable ``cache/`` (pixels, thumbnails,
+    state indexes: rebuilt when missing, like git's index file, which git rewrites whole)."""
     total = 0
     for d in dirs:
-        for root, _, files in os.walk(d):
+        for root, subdirs, files in os.walk(d):
+            if d.name == ".kiln" and root == str(d):
+                subdirs[:] = [x for x in subdirs if x != "cache"]
             for f in files:
                 try:
                     total += os.lstat(os.path.join(root, f)).st_size
@@ -114,15 +150,23 @@ def pick_edits(rows: list[list[str]], k: int, seed: int) -> dict[int, str]:
 
 
 # ---- anchors: git and DVC ------------------------------------------------------------------
-def bench_git(work: Path, data: Path, edits1: dict[int, str], edits1000: dict[int, str]) -> dict[str, float]:
+def bench_git(work: Path, data: Path, edits1: dict[int, str], edits1000: dict[int, str]) -> dict[str, Any]:
     repo = work / "git"
-    shutil.copytree(data, repo, ignore=shutil.ignore_patterns(".complete-*"))
+    shutil.copytree(data, repo, ignore=shutil.ignore_patterns(".complete-*", "by-class"))
     git = ["git", "-c", "gc.auto=0", "-c", "core.quotepath=off"]
     run([*git, "init", "-q"], repo)
-    r: dict[str, float] = {}
-    r["import_commit_s"] = run([*git, "add", "-A"], repo) + run([*git, "commit", "-qm", "import"], repo)
-    r.update(_edit_commits(repo, [repo / ".git"], edits1, edits1000, lambda: [[*git, "commit", "-qam", "edit"]]))
-    r["status_s"] = best_of(3, [*git, "status", "--porcelain"], repo)
+    r: dict[str, Any] = {}
+    noted(r, "import_commit_s", run([*git, "add", "-A"], repo) + run([*git, "commit", "-qm", "import"], repo))
+    folders = work / "git-folder"
+    shutil.copytree(class_folders(data, data / "labels.csv"), folders, copy_function=os.link)
+    run([*git, "init", "-q"], folders)
+    noted(r, "folder_import_commit_s", run([*git, "add", "-A"], folders) + run([*git, "commit", "-qm", "i"], folders))
+    shutil.rmtree(folders)
+    for k, v in _edit_commits(
+        repo, [repo / ".git"], edits1, edits1000, lambda: [[*git, "commit", "-qam", "edit"]]
+    ).items():
+        noted(r, k, v)
+    noted(r, "status_s", best_of(3, [*git, "status", "--porcelain"], repo))
     # 1,000 commits with plumbing (commit-tree), so making them does not dominate the bench.
     tree = subprocess.run([*git, "rev-parse", "HEAD^{tree}"], cwd=repo, capture_output=True, text=True).stdout.strip()
     head = subprocess.run([*git, "rev-parse", "HEAD"], cwd=repo, capture_output=True, text=True).stdout.strip()
@@ -136,32 +180,32 @@ def bench_git(work: Path, data: Path, edits1: dict[int, str], edits1000: dict[in
             check=True,
         ).stdout.strip()
     run([*git, "update-ref", "HEAD", head], repo)
-    r["log_1000_s"] = best_of(3, [*git, "--no-pager", "log", "-n", "1000"], repo)
+    noted(r, "log_1000_s", best_of(3, [*git, "--no-pager", "log", "-n", "1000"], repo))
     return r
 
 
-def bench_dvc(work: Path, data: Path, dvc: str, edits1: dict[int, str], edits1000: dict[int, str]) -> dict[str, float]:
+def bench_dvc(work: Path, data: Path, dvc: str, edits1: dict[int, str], edits1000: dict[int, str]) -> dict[str, Any]:
     """DVC as its docs teach: ``dvc add`` the data folder, commit the .dvc file to git."""
     repo = work / "dvc"
     repo.mkdir()
-    shutil.copytree(data, repo / "data", ignore=shutil.ignore_patterns(".complete-*"))
+    shutil.copytree(data, repo / "data", ignore=shutil.ignore_patterns(".complete-*", "by-class"))
     git = ["git", "-c", "gc.auto=0"]
     run([*git, "init", "-q"], repo)
     run([dvc, "init", "-q"], repo)
     run([dvc, "config", "core.autostage", "true"], repo)
     run([*git, "commit", "-qm", "dvc init"], repo)
-    r: dict[str, float] = {}
-    r["import_commit_s"] = run([dvc, "add", "-q", "data"], repo) + run([*git, "commit", "-qm", "import"], repo)
-    r.update(
-        _edit_commits(
-            repo / "data",
-            [repo / ".git", repo / ".dvc" / "cache"],
-            edits1,
-            edits1000,
-            lambda: [[dvc, "add", "-q", str(repo / "data")], [*git, "-C", str(repo), "commit", "-qam", "edit"]],
-        )
+    r: dict[str, Any] = {}
+    noted(r, "import_commit_s", run([dvc, "add", "-q", "data"], repo) + run([*git, "commit", "-qm", "import"], repo))
+    edits = _edit_commits(
+        repo / "data",
+        [repo / ".git", repo / ".dvc" / "cache"],
+        edits1,
+        edits1000,
+        lambda: [[dvc, "add", "-q", str(repo / "data")], [*git, "-C", str(repo), "commit", "-qam", "edit"]],
     )
-    r["status_s"] = best_of(3, [dvc, "status", "-q"], repo)
+    for k, v in edits.items():
+        noted(r, k, v)
+    noted(r, "status_s", best_of(3, [dvc, "status", "-q"], repo))
     return r
 
 
@@ -182,14 +226,25 @@ def _edit_commits(
 
 
 # ---- kiln ----------------------------------------------------------------------------------
-def bench_kiln(work: Path, manifest: Path, edits1: dict[int, str], edits1000: dict[int, str]) -> dict[str, float]:
+def bench_kiln(work: Path, manifest: Path, edits1: dict[int, str], edits1000: dict[int, str]) -> dict[str, Any]:
     from datakiln import Repo
 
     repo = work / "kiln"
     run([*KILN, "init", str(repo)], work)
-    r: dict[str, float] = {}
+    r: dict[str, Any] = {}
+    noted(r, "help_s", best_of(5, [*KILN, "--help"], work))
+    noted(r, "status_empty_s", best_of(5, [*KILN, "status"], repo))
     r["import_s"] = run([*KILN, "import", "--manifest", str(manifest)], repo)
-    r["import_commit_s"] = r["import_s"] + run([*KILN, "commit", "-m", "import"], repo)
+    noted(r, "import_commit_s", r["import_s"] + run([*KILN, "commit", "-m", "import"], repo))
+    folder_repo = work / "kiln-folder"
+    run([*KILN, "init", str(folder_repo)], work)
+    folders = class_folders(manifest.parent, manifest)
+    noted(
+        r,
+        "folder_import_commit_s",
+        run([*KILN, "import", str(folders)], folder_repo) + run([*KILN, "commit", "-m", "import"], folder_repo),
+    )
+    shutil.rmtree(folder_repo)
 
     t = Repo(repo).table()
     by_name = {name: eid for name, eid in zip(t.cols["name"], t.ids)}
@@ -200,17 +255,23 @@ def bench_kiln(work: Path, manifest: Path, edits1: dict[int, str], edits1000: di
         write_rows(fixes, [[by_name[rows[i][0]], lab] for i, lab in edits.items()], header=("id", "label"))
         before = size(meta)
         r[f"{key}_label_s"] = run([*KILN, "label", "--file", str(fixes)], repo)
-        r[f"{key}_commit_s"] = run([*KILN, "commit", "-m", f"edit {key}"], repo)
-        r[f"{key}_bytes"] = size(meta) - before
+        noted(r, f"{key}_commit_s", run([*KILN, "commit", "-m", f"edit {key}"], repo))
+        noted(r, f"{key}_bytes", size(meta) - before)
         if key == "one_label":
             # The issue's one-label figure is for 'kiln label ID LABEL' typed by hand: time that too.
             i, lab = next(iter(edits1.items()))
             eid = by_name[rows[i][0]]
             before = size(meta)
-            r["one_label_cli_label_s"] = run([*KILN, "label", eid[:8], CLASSES[(CLASSES.index(lab) + 1) % 10]], repo)
+            label = CLASSES[(CLASSES.index(lab) + 1) % 10]
+            noted(r, "one_label_cli_label_s", run([*KILN, "label", eid[:8], label], repo))
             r["one_label_cli_commit_s"] = run([*KILN, "commit", "-m", "one more"], repo)
             r["one_label_cli_bytes"] = size(meta) - before
-    r["status_s"] = best_of(3, [*KILN, "status"], repo)
+            # The next edit after a commit: HEAD's state index is derived from the parent's.
+            other = by_name[rows[(i + 1) % len(rows)][0]]
+            noted(r, "label_after_commit_s", run([*KILN, "label", other[:8], label], repo))
+            noted(r, "label_again_s", run([*KILN, "label", other[:8], lab], repo))
+            run([*KILN, "reset"], repo)
+    noted(r, "status_s", best_of(3, [*KILN, "status"], repo))
 
     # 1,000 commits of one scattered edit each, through the API (the same code path as the CLI).
     api = Repo(repo)
@@ -220,10 +281,12 @@ def bench_kiln(work: Path, manifest: Path, edits1: dict[int, str], edits1000: di
     for i in range(1000):
         api.commit(f"edit {i}", edits={rng.choice(ids): CLASSES[rng.randrange(10)]})
     r["commit_api_per_s"] = 1000 / (time.perf_counter() - t0)
-    r["log_1000_s"] = best_of(3, [*KILN, "log", "-n", "1000"], repo)
+    noted(r, "log_1000_s", best_of(3, [*KILN, "log", "-n", "1000"], repo))
     r["log_1000_json_s"] = best_of(3, [*KILN, "log", "-n", "1000", "--json"], repo)
-    r.update(_table_reads(repo))
+    for k, v in _table_reads(repo).items():
+        noted(r, k, v)
     r["repo_bytes"] = size(meta)
+    r["cache_bytes"] = size(meta / "cache")
     return r
 
 
@@ -247,6 +310,7 @@ def _table_reads(repo: Path) -> dict[str, float]:
 # ---- report --------------------------------------------------------------------------------
 ROWS = [
     ("import_commit_s", "import + commit of N images (s)"),
+    ("folder_import_commit_s", "import + commit of a class-folder tree (s)"),
     ("one_label_commit_s", "commit of a one-label edit (s)"),
     ("one_label_bytes", "new bytes, one-label edit"),
     ("scattered_1000_commit_s", "commit of 1,000 scattered edits (s)"),
@@ -254,6 +318,10 @@ ROWS = [
     ("status_s", "status, nothing changed (s)"),
     ("log_1000_s", "log of 1,000 commits (s)"),
     ("table_read_worst_s", "full table of any of last 1,000 commits (s, worst)"),
+    ("one_label_cli_label_s", "kiln label ID LABEL, command (s)"),
+    ("label_after_commit_s", "kiln label, first after a commit (s)"),
+    ("help_s", "kiln --help (s)"),
+    ("status_empty_s", "kiln status, empty repository (s)"),
 ]
 
 
@@ -265,11 +333,11 @@ def fmt(v: float | None) -> str:
     return f"{v:.3f}" if v < 10 else f"{v:.1f}"
 
 
-def report(res: dict[str, dict[str, float]]) -> bool:
+def report(res: dict[str, dict[str, Any]]) -> bool:
     kiln = res["kiln"]
     anchors = [a for a in ("git", "dvc") if a in res]
     head = f"{'figure':52} {'kiln':>10} " + " ".join(f"{a:>10}" for a in anchors)
-    head += " " + " ".join(f"{'kiln/' + a:>9}" for a in anchors) + f" {'target':>9}  ok"
+    head += " " + " ".join(f"{'kiln/' + a:>9}" for a in anchors) + f" {'target':>9}  ok    load (kiln/anchors)"
     print(head)
     ok_all = True
     for key, what in ROWS:
@@ -277,16 +345,17 @@ def report(res: dict[str, dict[str, float]]) -> bool:
         vals = [res[a].get(key) for a in anchors]
         ratios = [f"{k / v:9.3f}" if (k is not None and v) else f"{'-':>9}" for v in vals]
         target: float | None = TARGETS.get(key)
-        if key == "import_commit_s" and "git" in res:
+        if key in ("import_commit_s", "folder_import_commit_s") and "git" in res:
             target = 0.5 * res["git"][key]  # at most half of git add + git commit
         ok = "" if target is None or k is None else ("PASS" if k <= target else "FAIL")
         ok_all &= ok != "FAIL"
+        loads = "/".join(f"{res[t]['load'][key]:.2f}" for t in ("kiln", *anchors) if key in res[t].get("load", {}))
         print(
             f"{what:52} {fmt(k):>10} "
             + " ".join(f"{fmt(v):>10}" for v in vals)
             + " "
             + " ".join(ratios)
-            + f" {fmt(target):>9}  {ok}"
+            + f" {fmt(target):>9}  {ok:4}  {loads}"
         )
     extra = [
         "import_s",
@@ -300,6 +369,7 @@ def report(res: dict[str, dict[str, float]]) -> bool:
         "ls_json_old_commit_s",
         "commit_api_per_s",
         "repo_bytes",
+        "cache_bytes",
     ]
     print("kiln detail: " + ", ".join(f"{k}={fmt(kiln[k])}" for k in extra if k in kiln))
     return ok_all
@@ -325,7 +395,7 @@ def main() -> None:
     rows = read_rows(manifest)
     edits1 = pick_edits(rows, 1, seed=1)
     edits1000 = pick_edits(rows, 1000, seed=2)
-    res: dict[str, dict[str, float]] = {}
+    res: dict[str, dict[str, Any]] = {}
     print("kiln ...", flush=True)
     res["kiln"] = bench_kiln(work, manifest, edits1, edits1000)
     if not args.no_git:
@@ -337,7 +407,7 @@ def main() -> None:
         else:
             print("dvc ...", flush=True)
             res["dvc"] = bench_dvc(work, data, args.dvc, edits1, edits1000)
-    print(f"\nN = {args.n:,} PNGs, {date.today()}, {os.cpu_count()} cores")
+    print(f"\nN = {args.n:,} PNGs, {date.today()}, {os.cpu_count()} cores, load average now {load():.2f}")
     ok = report(res)
     out = HERE / "results"
     out.mkdir(exist_ok=True)

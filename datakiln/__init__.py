@@ -49,7 +49,6 @@ from .errors import (
     StateError,
     UnresolvedConflicts,
 )
-from .repo import Commit, ImportReport, Repo, Table
 from .version import __version__
 
 if TYPE_CHECKING:
@@ -57,9 +56,15 @@ if TYPE_CHECKING:
     from .compile.records import BuildRecord
     from .compile.spec import Spec
     from .package import Model, Predictions
+    from .repo import Commit, ImportReport, Repo, Table
 
-# Public types loaded on first use: each pulls in numpy (and Model, onnxruntime).
+# The public surface loads on first use, so `kiln --help` (which imports this package) pays for
+# none of it, and `import datakiln` loads no numpy: Model and BuildResult pull in numpy.
 _LAZY = {
+    "Repo": "datakiln.repo",
+    "Commit": "datakiln.repo",
+    "Table": "datakiln.repo",
+    "ImportReport": "datakiln.repo",
     "Spec": "datakiln.compile.spec",
     "BuildResult": "datakiln.compile.builder",
     "BuildRecord": "datakiln.compile.records",
@@ -68,9 +73,16 @@ _LAZY = {
 }
 
 
+_SUBPACKAGES = {"review", "insight", "compile", "package", "sources", "store"}
+
+
 def __getattr__(name: str) -> Any:
+    if name in _SUBPACKAGES:  # `datakiln.review.label_issues(repo)` without an import of its own
+        return importlib.import_module(f"datakiln.{name}")
     if name in _LAZY:
-        return getattr(importlib.import_module(_LAZY[name]), name)
+        value = getattr(importlib.import_module(_LAZY[name]), name)
+        globals()[name] = value  # once: later lookups are plain attribute reads
+        return value
     raise AttributeError(f"module 'datakiln' has no attribute {name!r}")
 
 

@@ -590,3 +590,21 @@ def test_a_zip_bomb_is_refused_by_its_claimed_sizes(built: datakiln.Repo, tmp_pa
     (tmp_path / "bomb.kiln.zip").write_bytes(bytes(data))
     with pytest.raises(BadPackage, match="model.onnx has 3,221,225,472 bytes"):
         datakiln.load(str(tmp_path / "bomb.kiln.zip"))
+
+
+def test_a_build_that_cannot_fit_in_memory_is_refused_before_it_starts(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """input.size 1024x1024 died after minutes with a raw MemoryError and left a 1.8 GB cache."""
+    src = write_folder(tmp_path / "src", {f"{c}/{i}.png": png((i * 9, 40 * c, 7)) for c in range(2) for i in range(12)})
+    r = datakiln.Repo.init(tmp_path / "r")
+    r.import_folder(src, jobs=1)
+    r.commit("photos")
+    monkeypatch.setenv("KILN_MAX_MEMORY", "512M")
+    t = time.perf_counter()
+    with pytest.raises(BadSpec, match=r"input.size \[1024, 1024\] needs about .* GiB .*KILN_MAX_MEMORY"):
+        datakiln.build(r, **{"input.size": [1024, 1024]}, progress=False)
+    assert time.perf_counter() - t < 5  # refused before a pixel was decoded
+    assert not list((r.layout.cache).glob("pixels-*")) and not list(r.tmp_dir.iterdir())
+    res = kiln("build", "--json", cwd=r.root, env={**ENV, "KILN_MAX_MEMORY": "garbage"}, check=False)
+    assert res.returncode == 1 and "KILN_MAX_MEMORY='garbage' is not a size" in res.stderr

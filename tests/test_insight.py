@@ -136,8 +136,11 @@ def test_outliers_and_duplicates_are_found() -> None:
     base = rng.standard_normal((500, 32))
     base[400] = base[3] + 0.001
     base[450] = base[9] * 2  # same direction: cosine 1
-    pairs = {(i, j) for i, j, _ in outliers.near_duplicates(base, threshold=0.99)}
-    assert pairs == {(3, 400), (9, 450)}
+    i, j, sim = outliers.near_duplicates(base, threshold=0.99)
+    assert set(zip(i.tolist(), j.tolist())) == {(3, 400), (9, 450)} and sim[0] >= sim[-1] >= 0.99
+    many = np.repeat(rng.standard_normal((50, 32)), 40, axis=0) + rng.normal(0, 1e-3, (2000, 32))
+    i, j, _ = outliers.near_duplicates(many)  # 50 groups of 40 copies: thousands of pairs, as arrays
+    assert len(i) > 2000 and len(set(zip(i.tolist(), j.tolist()))) == len(i) and (i < j).all()
 
 
 def test_weak_slice_is_reported_with_an_interval() -> None:
@@ -232,6 +235,7 @@ def test_queue_never_repeats_and_skips_labeled(noisy: tuple[datakiln.Repo, set[s
     assert [x["id"] for x in kiln_json("queue", "--show", cwd=root)] == ids1[1:] + ids2
     rest = kiln_json("queue", "--n", "100", cwd=root)
     assert {x["id"] for x in rest} == unlabeled - set(ids1) - set(ids2)
+    assert "already in the queue" in kiln("queue", "--n", "5", cwd=root).stdout  # says why it adds nothing
     assert kiln("queue", "--clear", cwd=root).stdout.strip() == "the queue is empty"
     assert kiln_json("queue", "--show", cwd=root) == []
 

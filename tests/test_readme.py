@@ -9,6 +9,7 @@ import time
 from pathlib import Path
 
 import httpx
+import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -90,3 +91,37 @@ def serve_line(proc: subprocess.Popen[str]) -> tuple[str, str]:
             return "".join(lines), line.split(" at ", 1)[1].split()[0]
     proc.kill()
     raise AssertionError("the main command did not start the UI in 15 minutes")
+
+
+def python_block(marker: str) -> str:
+    text = (ROOT / "README.md").read_text()
+    m = re.search(rf"<!-- {marker} -->\s*```python\n(.*?)\n```", text, re.S)
+    assert m, f"README.md has no ```python block after <!-- {marker} -->"
+    return m.group(1)
+
+
+@pytest.mark.slow
+def test_readme_python_api_runs_as_written(tmp_path: Path) -> None:
+    """The README's Python block, verbatim, beside the folder it names."""
+    import io
+    import sys
+
+    from PIL import Image
+
+    for label, base in (("cat", (200, 60, 40)), ("dog", (40, 80, 200))):
+        folder = tmp_path / "photos" / "animals" / label
+        folder.mkdir(parents=True)
+        for i in range(24):
+            buf = io.BytesIO()
+            Image.new("RGB", (16, 16), tuple((c + 3 * i) % 256 for c in base)).save(buf, format="PNG")
+            (folder / f"{i}.png").write_bytes(buf.getvalue())
+    (tmp_path / "snippet.py").write_text(python_block("python-api"))
+    from tests.conftest import ENV
+
+    proc = subprocess.run(
+        [sys.executable, "snippet.py"], cwd=tmp_path, capture_output=True, text=True, env=ENV, timeout=600
+    )
+    assert proc.returncode == 0, proc.stderr
+    lines = proc.stdout.splitlines()
+    assert "'relabeled': [{" in lines[0] and "'old': 'cat', 'new': 'dog'" in lines[0]
+    assert lines[1] in ("['cat']", "['dog']")

@@ -87,3 +87,11 @@ def test_the_server_imports_no_torch() -> None:
     code = "import sys; import datakiln.server.app; print('torch' in sys.modules)"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=ENV, check=True).stdout
     assert out.split() == ["False"]
+
+
+def test_every_working_copy_file_is_documented() -> None:
+    from datakiln.repo.layout import PATHS
+
+    doc = (ROOT / "docs" / "format.md").read_text()
+    for path, owner, _ in PATHS:
+        assert f"| `{path}` | {owner} |" in doc, f".kiln/{path} is not in docs/format.md's table"

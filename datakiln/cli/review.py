@@ -197,6 +197,9 @@ def cmd_queue(a: argparse.Namespace) -> None:
     if a.json:
         out_json(rows)
         return
+    if not rows:
+        print(_why_empty(r, late))
+        return
     cold = rows and rows[0]["score"] is None
     how = (
         "cold start: diverse by pixels, no model yet"
@@ -206,6 +209,24 @@ def cmd_queue(a: argparse.Namespace) -> None:
     print(f"{len(rows)} example(s) to label next ({how}):")
     for x in rows:
         print(f"  {x['id'][:12]}" + ("" if x["score"] is None else f"  {x['score']:.3f}"))
+
+
+def _why_empty(r: Repo, late: int) -> str:
+    """Why ``kiln queue`` found nothing to add."""
+    from ..repo.label_source import undecided
+    from ..review import pending
+
+    work = r.table()
+    open_ = sum(1 for i in range(len(work)) if undecided(work.cols["label"][i], work.cols["source"][i]))
+    queued = len(pending(r))
+    if open_ == 0:
+        return "nothing to add: every example has a label a person decided ('kiln import' adds unlabeled ones)"
+    if queued >= open_ - late:
+        return (
+            f"nothing to add: the {queued} undecided example(s) the build knows are already in the queue "
+            "('kiln queue --show' lists them; label them, or 'kiln queue --clear')"
+        )
+    return f"nothing to add: the {open_} undecided example(s) have no predictions yet; 'kiln build' first"
 
 
 def _ids_arg(p: argparse.ArgumentParser) -> None:

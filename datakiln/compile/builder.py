@@ -31,7 +31,7 @@ from ..insight import metrics
 from ..package.format import write_package
 from ..progress import progress_enabled, report_progress
 from ..version import __version__
-from .data import Examples, check_buildable, folds_of, gather, normalization, pixels, resolve_input
+from .data import Examples, check_buildable, check_memory, folds_of, gather, normalization, pixels, resolve_input
 from .records import BUILD_JSON, EXAMPLES, PREDICTIONS, BuildRecord, read_build
 from .spec import SPEC_FILE, Spec, load_spec
 
@@ -97,6 +97,7 @@ def build(
         return BuildResult(cached, cached=True)
     ex = gather(repo.table_at(cid), use_model_labels=spec.train.use_model_labels)
     check_buildable(ex)
+    check_memory(len(ex), *resolve_input(spec.input, ex), spec)
     tmp = repo.tmp_dir / f"build-{bid}.{os.getpid()}.{time.monotonic_ns()}"
     tmp.mkdir(parents=True)
     try:

@@ -7,7 +7,9 @@ numpy only. Pixels are decoded once per (images, input contract) and cached unde
 from __future__ import annotations
 
 import hashlib
+import os
 from collections import Counter
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -15,18 +17,19 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from .. import interrupt
-from ..errors import InputError, NotBuildable
+from ..errors import BadSpec, InputError, NotBuildable
 from ..package.pixels import WIDE_GRAY, decode
 from ..progress import Progress
 from ..repo import label_source
 from ..repo.table import META_PREFIX, SPLITS, Table
-from ..store.fsutil import atomic_write
+from ..store.fsutil import temp_path
 from ..store.objects import ObjectStore
 from .spec import InputSpec, Spec
 
 if TYPE_CHECKING:
     from ..repo import Repo
 
+NORM_BLOCK = 1024  # rows a normalization step reads at once: bounded memory at any size
 CACHE_KEEP = 3  # pixel caches kept: the current data, and a branch or two to switch between
 MAX_AUTO_SIDE = 64  # "auto" size: larger images are downscaled; a small CNN gains little above this
 
@@ -137,14 +140,48 @@ def pixels(store: ObjectStore, cache_dir: Path, ex: Examples, size: list[int], c
             pass  # a damaged cache file is rebuilt below
     out = np.empty(shape, dtype=np.uint8)
     with Progress(len(ex), "decode") as bar:
-        for i, blob in enumerate(ex.blobs):
-            if i % 256 == 0:
-                interrupt.check()
-            out[i] = decode(store.get(blob), size, channels, ex.names[i])
-            bar.update()
+        for start, block in _decoded(store, ex, size, channels):
+            interrupt.check()
+            out[start : start + len(block)] = block
+            bar.update(len(block))
     cache_dir.mkdir(parents=True, exist_ok=True)
-    atomic_write(path, _npy_bytes(out), cache_dir)
+    _save_npy(path, out, cache_dir)
     _prune(cache_dir, keep=path)
+    return out
+
+
+DECODE_BLOCK = 512  # images a worker decodes per task
+PARALLEL_MIN = 4096  # below this, starting workers costs more than decoding in one process
+_WORK: tuple[ObjectStore, list[str], list[str], list[int], int] | None = None  # what forked workers decode
+
+
+def _decoded(store: ObjectStore, ex: Examples, size: list[int], channels: int) -> Iterator[tuple[int, np.ndarray]]:
+    """(first row, (B, C, H, W) pixels) blocks in order; in worker processes for large tables
+    ($KILN_JOBS, default every core), since decoding is one core's work per image."""
+    global _WORK
+    starts = range(0, len(ex), DECODE_BLOCK)
+    jobs = int(os.environ.get("KILN_JOBS") or os.cpu_count() or 1)
+    _WORK = (store, ex.blobs, ex.names, size, channels)
+    try:
+        if jobs <= 1 or len(ex) < PARALLEL_MIN:
+            yield from zip(starts, map(_decode_block, starts))
+            return
+        import multiprocessing
+
+        # fork: workers inherit the store and the block list, so a task is two integers.
+        with multiprocessing.get_context("fork").Pool(jobs) as pool:
+            yield from zip(starts, pool.imap(_decode_block, starts))
+    finally:
+        _WORK = None
+
+
+def _decode_block(start: int) -> np.ndarray:
+    assert _WORK is not None
+    store, blobs, names, size, channels = _WORK
+    stop = min(start + DECODE_BLOCK, len(blobs))
+    out = np.empty((stop - start, channels, size[0], size[1]), dtype=np.uint8)
+    for k, i in enumerate(range(start, stop)):
+        out[k] = decode(store.get(blobs[i]), size, channels, names[i])
     return out
 
 
@@ -156,22 +193,86 @@ def _prune(cache_dir: Path, keep: Path, newest: int = CACHE_KEEP) -> None:
             old.unlink(missing_ok=True)
 
 
-def _npy_bytes(a: np.ndarray) -> bytes:
-    import io
+def _save_npy(path: Path, a: np.ndarray, tmp_dir: Path) -> None:
+    """``a`` to ``path`` through a temp file and a rename: streamed, never a second copy in memory.
+    No fsync: the cache is disposable, and a torn file fails to load and is rebuilt."""
+    tmp = temp_path(tmp_dir, path.name)
+    try:
+        with open(tmp, "wb") as f:
+            np.save(f, a, allow_pickle=False)
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
 
-    buf = io.BytesIO()
-    np.save(buf, a, allow_pickle=False)
-    return buf.getvalue()
+
+def check_memory(n: int, size: list[int], channels: int, spec: Spec) -> None:
+    """Refuse a build whose pixels and largest training activations would not fit in memory,
+    before decoding an image: a 1024 x 1024 input used to fail after minutes with a MemoryError."""
+    pixels_bytes = n * channels * size[0] * size[1]
+    batch = min(spec.train.batch_size, max(n, 1))
+    if spec.model.arch == "cnn":
+        # First block at full resolution: two conv outputs, their norms and activations, kept for
+        # the backward pass, and their gradients: about 8 float32 maps of its channels.
+        act = batch * channels_of(spec) * size[0] * size[1] * 4 * 8
+    else:
+        act = batch * channels * size[0] * size[1] * 4 * 4
+    need, budget = pixels_bytes + act, memory_budget()
+    if need > budget:
+        raise BadSpec(
+            f"input.size {size} needs about {need / 2**30:.1f} GiB to train ({pixels_bytes / 2**30:.1f} GiB of pixels "
+            f"for {n:,} images, {act / 2**30:.1f} GiB for a batch of {batch}); this machine allows "
+            f"{budget / 2**30:.1f} GiB ({MEMORY_ENV} or free memory). Use a smaller input.size, e.g. [64, 64], "
+            "or a smaller train.batch_size"
+        )
+
+
+def channels_of(spec: Spec) -> int:
+    from .spec import CNN_BASE, channels
+
+    return channels(CNN_BASE, spec.model.width)
+
+
+MEMORY_ENV = "KILN_MAX_MEMORY"
+
+
+def memory_budget() -> int:
+    """Bytes a build may use: $KILN_MAX_MEMORY (e.g. 8G, 512M), else 80% of the memory free now."""
+    given = os.environ.get(MEMORY_ENV, "").strip()
+    if given:
+        raw = given.upper()
+        scale = {"K": 1 << 10, "M": 1 << 20, "G": 1 << 30, "T": 1 << 40}.get(raw[-1], 1)
+        try:
+            return int(float(raw.rstrip("KMGT")) * scale)
+        except ValueError:
+            raise BadSpec(
+                f"{MEMORY_ENV}={given!r} is not a size; use bytes or a number with K, M, G (e.g. 8G)"
+            ) from None
+    try:
+        for line in Path("/proc/meminfo").read_text().splitlines():
+            if line.startswith("MemAvailable:"):
+                return int(int(line.split()[1]) * 1024 * 0.8)
+    except (OSError, ValueError, IndexError):
+        pass
+    return int(os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_AVPHYS_PAGES") * 0.8)
 
 
 def normalization(x: np.ndarray, train: np.ndarray, how: str) -> tuple[list[float], list[float]]:
-    """Per-channel mean and std (of x/255) over the train rows, in float64 so the result is exact."""
+    """Per-channel mean and std (of x/255) over the train rows. Sums of the uint8 values and of
+    their squares are exact integers, taken a block of rows at a time: no float copy of the data."""
     channels = x.shape[1]
     if how == "none" or len(train) == 0:
         return [0.0] * channels, [1.0] * channels
-    sub = x[train].astype(np.float64) / 255.0
-    mean = sub.mean(axis=(0, 2, 3))
-    std = np.maximum(sub.std(axis=(0, 2, 3)), 1e-3)
+    total = np.zeros(channels, dtype=np.int64)
+    squares = np.zeros(channels, dtype=np.int64)
+    for start in range(0, len(train), NORM_BLOCK):
+        block = x[train[start : start + NORM_BLOCK]].astype(np.int64)
+        total += block.sum(axis=(0, 2, 3))
+        squares += (block * block).sum(axis=(0, 2, 3))
+    n = len(train) * x.shape[2] * x.shape[3]
+    mean = total / n / 255.0
+    var = np.maximum(squares / n / 255.0**2 - mean**2, 0.0)
+    std = np.maximum(np.sqrt(var), 1e-3)
     return [round(float(v), 6) for v in mean], [round(float(v), 6) for v in std]
 
 

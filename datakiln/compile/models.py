@@ -9,14 +9,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from .spec import ModelSpec
-
-CNN_BASE = 32  # channels of the first block at width 1; each block doubles them
-MLP_BASE = 256  # hidden units at width 1
-
-
-def channels(base: int, width: float, scale: int = 1) -> int:
-    return max(4, round(base * width * scale))
+from .spec import CNN_BASE, MLP_BASE, ModelSpec, channels
 
 
 def conv_block(c_in: int, c_out: int, pool: bool) -> nn.Sequential:

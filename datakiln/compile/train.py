@@ -101,8 +101,9 @@ def fit(
 ) -> FitResult:
     """Train ``model`` on uint8 (N, C, H, W) pixels ``x`` with class indices ``y``.
 
-    Keeps the weights of the epoch with the best valid accuracy (ties: the earlier epoch) and
-    stops after ``patience`` epochs without improvement. Without valid examples, trains all epochs.
+    Stops after ``patience`` epochs without a better valid accuracy (0: never). Keeps the last
+    epoch's weights, or with ``keep = "best"`` those of the epoch with the best valid accuracy
+    (ties: the earlier epoch). Without valid examples, trains all epochs and keeps the last.
     """
     t = spec.train
     rng = np.random.default_rng(seed)
@@ -141,10 +142,11 @@ def fit(
         if acc is None:
             continue
         if best is None or acc > best[0]:
-            best = (acc, epoch, copy.deepcopy(model.state_dict()))
+            best = (acc, epoch, copy.deepcopy(model.state_dict()) if t.keep == "best" else {})
         elif t.patience and epoch - best[1] >= t.patience:
             break
-    if best is not None:
+    result.best_epoch = result.epochs_run - 1
+    if best is not None and t.keep == "best":
         model.load_state_dict(best[2])
         result.best_epoch = best[1]
     model.eval()

@@ -21,9 +21,10 @@ WINDOW = 4  # neighbours compared after sorting by signature
 CHUNK = 65_536  # rows gathered at a time: memory stays small at N = 1,000,000
 
 
-def normalize(emb: np.ndarray) -> np.ndarray:
-    """Rows scaled to unit length (a float32 copy; no other N x D temporary)."""
-    out = np.array(emb, dtype=np.float32)
+def normalize(emb: np.ndarray, *, copy: bool = True) -> np.ndarray:
+    """Rows scaled to unit length: a float32 copy, or ``emb`` itself when it is float32 and
+    ``copy`` is False (a caller that owns a large array saves an N x D temporary)."""
+    out = np.array(emb, dtype=np.float32, copy=copy or emb.dtype != np.float32)
     out /= np.maximum(np.sqrt(np.einsum("ij,ij->i", out, out)), 1e-12)[:, None]
     return out
 
@@ -47,17 +48,20 @@ def exact_duplicates(blobs: list[str]) -> list[list[int]]:
     return [rows for rows in by_blob.values() if len(rows) > 1]
 
 
-def near_duplicates(embeddings: np.ndarray, threshold: float = 0.98, seed: int = 0) -> list[tuple[int, int, float]]:
-    """Pairs ``(i, j, cosine)`` with i < j and cosine >= ``threshold``, most similar first.
+def near_duplicates(
+    embeddings: np.ndarray, threshold: float = 0.98, seed: int = 0, *, copy: bool = True
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Pairs with cosine >= ``threshold`` as arrays ``(i, j, cosine)``, i < j, most similar first.
 
     Each table sorts the rows by a random-hyperplane signature and compares every row with the
     ``WINDOW`` rows after it: near-duplicates share most signature bits, so they sort close. Fully
-    vectorised: O(TABLES * WINDOW * N * D), no Python loop over rows or buckets.
+    vectorised, pairs included: O(TABLES * WINDOW * N * D), no Python loop over rows or pairs
+    (a dataset of near-identical images has hundreds of thousands of them).
     """
-    e = normalize(embeddings)
+    e = normalize(embeddings, copy=copy)
     n = len(e)
     rng = np.random.default_rng(seed)
-    found: dict[tuple[int, int], float] = {}
+    found_a, found_b, found_s = [], [], []
     for _ in range(TABLES):
         planes = rng.standard_normal((e.shape[1], BITS)).astype(np.float32)
         above = (e @ planes) > 0  # (N, BITS) bool
@@ -71,7 +75,23 @@ def near_duplicates(embeddings: np.ndarray, threshold: float = 0.98, seed: int =
             for w in range(1, min(WINDOW, len(idx) - 1) + 1):
                 m = min(CHUNK, len(idx) - w)
                 sims = np.einsum("ij,ij->i", block[:m], block[w : w + m])
-                for k in np.flatnonzero(sims >= threshold):
-                    a, b = int(idx[k]), int(idx[k + w])
-                    found[(min(a, b), max(a, b))] = float(sims[k])
-    return sorted(((i, j, s) for (i, j), s in found.items()), key=lambda t: -t[2])
+                hit = np.flatnonzero(sims >= threshold)
+                found_a.append(idx[hit])
+                found_b.append(idx[hit + w])
+                found_s.append(sims[hit])
+    return _unique_pairs(n, found_a, found_b, found_s)
+
+
+def _unique_pairs(
+    n: int, a: list[np.ndarray], b: list[np.ndarray], s: list[np.ndarray]
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Pairs found in several tables, once each, most similar first."""
+    if not a:
+        empty = np.zeros(0, dtype=np.int64)
+        return empty, empty, np.zeros(0, dtype=np.float32)
+    aa, bb, ss = np.concatenate(a).astype(np.int64), np.concatenate(b).astype(np.int64), np.concatenate(s)
+    lo, hi = np.minimum(aa, bb), np.maximum(aa, bb)
+    _, first = np.unique(lo * n + hi, return_index=True)
+    lo, hi, ss = lo[first], hi[first], ss[first]
+    order = np.argsort(-ss, kind="stable")
+    return lo[order], hi[order], ss[order]

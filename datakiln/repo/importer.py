@@ -8,7 +8,6 @@ temp file until every candidate has passed.
 from __future__ import annotations
 
 import errno
-import multiprocessing
 import os
 import stat
 import time
@@ -112,6 +111,8 @@ def check_all(cands: list[Candidate], jobs: int) -> Iterator[Checked]:
     if jobs <= 1 or len(items) < PARALLEL_MIN:
         yield from map(check_one, items)
         return
+    import multiprocessing  # here: 10 ms at start-up that only a large import needs
+
     # fork: workers inherit the imported modules, so each starts in milliseconds.
     with multiprocessing.get_context("fork").Pool(jobs) as pool:
         yield from pool.imap(check_one, items, chunksize=128)

@@ -19,7 +19,7 @@ import time
 import uuid
 from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
-from typing import Any, Protocol, TypedDict, TypeVar
+from typing import TYPE_CHECKING, Any, Protocol, TypedDict, TypeVar
 
 from ..errors import (
     CorruptObject,
@@ -43,11 +43,13 @@ from .history import Commit, read_commit
 from .importer import ImportReport, build_segment
 from .index import StateIndexes
 from .layout import KILN_DIR, Layout
-from .maintenance import FsckReport, GcReport
 from .revs import IdIndex, not_found
 from .stage import KeptMarks, MergeState, Stage
 from .state import Tables
 from .table import Changes, Diff, Row, SegmentCache, Table, diff_tables
+
+if TYPE_CHECKING:
+    from .maintenance import FsckReport, GcReport
 
 FORMAT = 1
 DEFAULT_BRANCH = "main"
