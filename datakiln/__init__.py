@@ -15,7 +15,6 @@ loaded when first used.
 from __future__ import annotations
 
 import importlib
-import os
 from typing import TYPE_CHECKING, Any
 
 from .errors import (
@@ -52,8 +51,11 @@ from .errors import (
 from .version import __version__
 
 if TYPE_CHECKING:
-    from .compile.builder import BuildResult
-    from .compile.records import BuildRecord
+    from .compile.builder import BuildResult, build
+    from .compile.data import dataset
+    from .compile.records import BuildRecord, find_build
+    from .compile.records import list_builds as builds
+    from .compile.records import load_model as load
     from .compile.spec import Spec
     from .package import Model, Predictions
     from .repo import Commit, ImportReport, Repo, Table
@@ -73,64 +75,30 @@ _LAZY = {
 }
 
 
+# The public functions, loaded on first use like the types (each pulls in the compiler).
+_FUNCTIONS = {
+    "build": ("datakiln.compile.builder", "build"),  # train (or find cached) the model of a commit
+    "builds": ("datakiln.compile.records", "list_builds"),  # every finished build, oldest first
+    "find_build": ("datakiln.compile.records", "find_build"),  # a build by id prefix; None: the newest
+    "dataset": ("datakiln.compile.data", "dataset"),  # a torch Dataset of one split of a commit
+    "load": ("datakiln.compile.records", "load_model"),  # a package path or a build id, verified
+}
 _SUBPACKAGES = {"review", "insight", "compile", "package", "sources", "store"}
 
 
 def __getattr__(name: str) -> Any:
     if name in _SUBPACKAGES:  # `datakiln.review.label_issues(repo)` without an import of its own
         return importlib.import_module(f"datakiln.{name}")
+    if name in _FUNCTIONS:
+        module, attr = _FUNCTIONS[name]
+        value = getattr(importlib.import_module(module), attr)
+        globals()[name] = value
+        return value
     if name in _LAZY:
         value = getattr(importlib.import_module(_LAZY[name]), name)
         globals()[name] = value  # once: later lookups are plain attribute reads
         return value
     raise AttributeError(f"module 'datakiln' has no attribute {name!r}")
-
-
-def load(path_or_build: str | os.PathLike[str], *, repo: str | os.PathLike[str] | Repo = ".") -> Model:
-    """A model package (directory or archive), a build directory, or a build id in ``repo``,
-    verified and ready to ``predict``. Runs on onnxruntime; does not import torch."""
-    from .compile.records import load_model
-
-    return load_model(path_or_build, repo=repo)
-
-
-def build(
-    repo: Repo,
-    rev: str = "HEAD",
-    spec: Spec | None = None,
-    *,
-    no_cache: bool = False,
-    progress: bool | None = None,
-    **overrides: Any,
-) -> BuildResult:
-    """Train (or find in the cache) the model of ``rev`` under ``spec`` (default: kiln.toml);
-    ``overrides`` replace single keys: ``datakiln.build(repo, width=0.5, epochs=10)``."""
-    from .compile.builder import build as _build
-
-    return _build(repo, rev, spec, no_cache=no_cache, progress=progress, **overrides)
-
-
-def builds(repo: Repo) -> list[BuildRecord]:
-    """Every finished build of ``repo``, oldest first."""
-    from .compile.records import list_builds
-
-    return list_builds(repo)
-
-
-def find_build(repo: Repo, ref: str | None = None) -> BuildRecord:
-    """The build a full id or unique prefix names; the newest for None or ``latest``."""
-    from .compile.records import find_build as _find
-
-    return _find(repo, ref)
-
-
-def dataset(
-    repo: Repo, split: str = "train", commit: str = "HEAD", *, spec: Spec | None = None, labeled: bool = True
-) -> Any:
-    """A PyTorch ``Dataset`` of ``(pixels, class index)`` for one split of a commit."""
-    from .compile.data import dataset as _dataset
-
-    return _dataset(repo, split, commit, spec=spec, labeled=labeled)
 
 
 __all__ = [

@@ -52,6 +52,17 @@ def write_folder(root: Path, layout: dict[str, bytes]) -> Path:
     return root
 
 
+# Tests that train a model (through these fixtures), drive a browser or wait on servers are
+# marked slow: `pytest -m "not slow"` is the sub-minute inner loop (README).
+SLOW_FIXTURES = {"built", "built_template", "noisy", "ui_server", "page", "browser"}
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    for item in items:
+        if SLOW_FIXTURES & set(getattr(item, "fixturenames", ())):
+            item.add_marker(pytest.mark.slow)
+
+
 @pytest.fixture(autouse=True)
 def _env(monkeypatch: pytest.MonkeyPatch) -> None:
     for k, v in ENV.items():
@@ -83,10 +94,12 @@ def digits(digits_template: Path, tmp_path: Path) -> datakiln.Repo:
 
 
 def snapshot_files(root: Path) -> dict[str, int]:
-    """Every file under .kiln (except tmp/ and the lock) with its size: to prove nothing changed."""
+    """Every file under .kiln (except tmp/, cache/ and the lock) with its size: to prove nothing
+    changed. cache/ is disposable (docs/format.md): a refused edit may still have indexed HEAD."""
     out = {}
     for p in (root / ".kiln").rglob("*"):
-        if p.is_file() and "tmp" not in p.relative_to(root / ".kiln").parts and p.name != "lock":
+        parts = p.relative_to(root / ".kiln").parts
+        if p.is_file() and "tmp" not in parts and "cache" not in parts and p.name != "lock":
             out[p.relative_to(root).as_posix()] = p.stat().st_size
     return out
 

@@ -162,6 +162,7 @@ def test_spec_change_is_a_new_build(built: datakiln.Repo, tmp_path: Path) -> Non
     assert cmp["newly_wrong_count"] >= 0 and cmp["shared_examples"] == held_out
 
 
+@pytest.mark.slow
 def test_unlabeled_and_model_labels_are_not_trained_on(tmp_path: Path) -> None:
     r = datakiln.Repo.init(tmp_path / "r")
     (r.root / "kiln.toml").write_text("[train]\nepochs = 2\nfolds = 0\n[augment]\nshift = 0\n")
@@ -194,6 +195,7 @@ def test_too_few_labels_is_a_clear_error(repo: datakiln.Repo, tmp_path: Path) ->
     assert not (repo.dir / "builds").exists()
 
 
+@pytest.mark.slow
 def test_trainer_learns_a_known_answer(tmp_path: Path) -> None:
     """Dark vs light squares: any working trainer gets them all right."""
     r = datakiln.Repo.init(tmp_path / "r")
@@ -209,6 +211,7 @@ def test_trainer_learns_a_known_answer(tmp_path: Path) -> None:
     assert m["train_oos"]["accuracy"] is None or m["train_oos"]["accuracy"] == 1.0
 
 
+@pytest.mark.slow
 def test_interrupt_leaves_no_half_build(digits_template: Path, tmp_path: Path) -> None:
     root = tmp_path / "r"
     shutil.copytree(digits_template, root)
@@ -349,6 +352,7 @@ def test_cli_builds_report_predict(built: datakiln.Repo, tmp_path: Path) -> None
     assert bad.returncode == 1 and "missing.png" in bad.stderr
 
 
+@pytest.mark.slow
 def test_sweep_prints_a_table_and_saves_a_plot(digits_template: Path, tmp_path: Path) -> None:
     root = tmp_path / "r"
     shutil.copytree(digits_template, root)

@@ -14,6 +14,8 @@ import pytest
 import datakiln
 from tests.conftest import ENV, kiln, png, write_folder
 
+pytestmark = pytest.mark.slow  # kill -9 at every rename, concurrent writers: not the inner loop
+
 # A child that runs ``kiln ARGS`` but dies (as kill -9 would: no cleanup, no flush) at its K-th
 # rename, either just before it or just after it. Renames are the instants where durable state
 # changes, so walking K over all of them visits every point where a crash could do harm.

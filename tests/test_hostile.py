@@ -230,6 +230,7 @@ def test_folder_import_reports_links_out_broken_links_and_pipes(repo: datakiln.R
     assert rep.added == 2 and len(rep.bad) == 4
 
 
+@pytest.mark.slow
 def test_two_concurrent_imports_of_one_folder_count_once(repo: datakiln.Repo, tmp_path: Path) -> None:
     from tests.conftest import png, write_folder
 
@@ -276,6 +277,7 @@ def _cli_error(args: list[str], cwd: Path) -> str:
     return res.stderr
 
 
+@pytest.mark.slow
 def test_malformed_inputs_give_a_kiln_error_not_a_traceback(tmp_path: Path) -> None:
     kiln("init", "r", cwd=tmp_path)
     root = tmp_path / "r"
@@ -298,6 +300,7 @@ def test_malformed_inputs_give_a_kiln_error_not_a_traceback(tmp_path: Path) -> N
     assert "no such directory" in _cli_error(["-C", str(tmp_path / "nope"), "status"], tmp_path)
 
 
+@pytest.mark.slow
 def test_damaged_working_files_name_themselves_and_reset_recovers(tmp_path: Path) -> None:
     kiln("init", "r", cwd=tmp_path)
     root = tmp_path / "r"
@@ -319,6 +322,7 @@ def _digits_cli(tmp_path: Path) -> Path:
     return root
 
 
+@pytest.mark.slow
 def test_damaged_store_files_give_errors_that_name_them(tmp_path: Path) -> None:
     root = _digits_cli(tmp_path)
     idx = next((root / ".kiln" / "objects" / "pack").glob("*.idx"))
@@ -352,6 +356,7 @@ def _forge(r: datakiln.Repo, obj: dict[str, object]) -> str:
     return r.store.put_json(obj)
 
 
+@pytest.mark.slow
 def test_head_outside_the_repository_is_refused(tmp_path: Path) -> None:
     root = _digits_cli(tmp_path)
     kiln("label", datakiln.Repo(root).table().ids[0], "3", cwd=root)
@@ -365,6 +370,7 @@ def test_head_outside_the_repository_is_refused(tmp_path: Path) -> None:
     assert kiln_json_ok(root)
 
 
+@pytest.mark.slow
 def test_object_ids_read_from_objects_never_become_paths(tmp_path: Path) -> None:
     root = _digits_cli(tmp_path)
     r = datakiln.Repo(root)
@@ -392,6 +398,7 @@ def test_object_ids_read_from_objects_never_become_paths(tmp_path: Path) -> None
     (root / ".kiln" / "refs" / "heads" / "evil").unlink()
 
 
+@pytest.mark.slow
 def test_fsck_decodes_what_it_walks(tmp_path: Path) -> None:
     """States that hash correctly but cannot be listed: fsck must say so, not 'ok'."""
     root = _digits_cli(tmp_path)
@@ -431,6 +438,7 @@ def test_fsck_decodes_what_it_walks(tmp_path: Path) -> None:
     assert not kiln_json_ok(root)
 
 
+@pytest.mark.slow
 def test_control_characters_in_author_names_are_refused_and_never_printed(tmp_path: Path) -> None:
     root = _digits_cli(tmp_path)
     eid = datakiln.Repo(root).table().ids[0]

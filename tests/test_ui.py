@@ -15,6 +15,8 @@ import pytest
 
 from .conftest import UIServer, kiln_json
 
+pytestmark = pytest.mark.slow  # a browser, a fresh install: not the inner loop
+
 CHROMIUM = "/usr/bin/chromium"
 ARGS = [
     "--no-sandbox",
@@ -42,15 +44,25 @@ def browser() -> Iterator[Any]:
         b.close()
 
 
-@pytest.fixture
-def page(browser: Any) -> Iterator[Any]:
-    ctx = browser.new_context(viewport={"width": 1280, "height": 800})
+def _page(browser: Any, width: int, height: int) -> Iterator[Any]:
+    ctx = browser.new_context(viewport={"width": width, "height": height})
     pg = ctx.new_page()
     errors: list[str] = []
     pg.on("pageerror", lambda e: errors.append(str(e)))
     yield pg
     ctx.close()
     assert not errors, f"JavaScript errors: {errors}"
+
+
+@pytest.fixture
+def page(browser: Any) -> Iterator[Any]:
+    yield from _page(browser, 1280, 800)
+
+
+@pytest.fixture
+def phone(browser: Any) -> Iterator[Any]:
+    """A phone-sized screen: the 390x844 of the new-user trial that found the nav cut off."""
+    yield from _page(browser, 390, 844)
 
 
 def shot(page: Any, name: str) -> None:
@@ -241,8 +253,22 @@ def test_import_images_from_the_changes_page(ui_server: UIServer, page: Any, tmp
     from .conftest import png
 
     (tmp_path / "new.png").write_bytes(png((10, 200, 10), size=(40, 30)))
+    (tmp_path / "bad.png").write_bytes(b"not an image at all")
     page.goto(ui_server.url + "/changes")
     page.wait_for_selector("#import-files")
+    # One bad file refuses the batch: the page names it and says what to do in a browser (the
+    # server's "or skip them" is advice for the command line).
+    page.set_input_files("#import-files", [str(tmp_path / "new.png"), str(tmp_path / "bad.png")])
+    page.click("#import")
+    page.wait_for_selector("#import-result .bad")
+    said = page.locator("#import-result").inner_text()
+    assert said.startswith("stopped after 0 of 2: 1 bad file(s)") and "bad.png" in said, said
+    assert said.rstrip().endswith("Remove the bad files from your selection and import again."), said
+    toast = page.locator("#toast").inner_text()
+    for text in (said, toast):
+        assert "--skip-bad" not in text and "skip them" not in text, text
+    shot(page, "import-bad-file")
+    assert not [r for r in kiln_json("ls", cwd=ui_server.root) if r["name"].startswith("upload/")]
     page.set_input_files("#import-files", str(tmp_path / "new.png"))
     page.fill("#import-label", "7")
     page.click("#import")
@@ -270,3 +296,89 @@ def test_embeddings_map_lasso_and_click(ui_server: UIServer, page: Any) -> None:
     shot(page, "map-lasso")
     page.locator("#map-selection .card").first.click()
     page.wait_for_url(re.compile(r"/example/[0-9a-f]{32}$"))
+
+
+# 60 characters without a space or hyphen to break at: the worst a caption has to hold.
+LONG_LABEL = "a_class_name_far_longer_than_any_card_was_drawn_for_12345678"
+
+
+@pytest.fixture
+def long_label_server(built: Any) -> Iterator[tuple[UIServer, str]]:
+    """The built repository with LONG_LABEL committed on its first example and staged on its second
+    (so the gallery, a commit's cards and the staged edits all show it); the server and the first."""
+    first, second = built.ls()[:2]
+    built.label_many([(first["id"], LONG_LABEL)])
+    built.commit("a label longer than a card")
+    built.label_many([(second["id"], LONG_LABEL)])
+    server = UIServer(built.root)
+    yield server, first["id"]
+    server.stop()
+
+
+def fits_the_screen(page: Any, name: str) -> None:
+    """No horizontal scroll, every nav link inside the screen, every card caption inside its card."""
+    drawn(page)
+    page.wait_for_load_state("networkidle")
+    width = page.evaluate("() => document.scrollingElement.clientWidth")
+    assert page.evaluate("() => document.scrollingElement.scrollWidth") <= width, name
+    links = page.locator("#nav a")
+    assert links.count() == 6
+    for i in range(links.count()):
+        box = links.nth(i).bounding_box()
+        assert links.nth(i).is_visible() and box, (name, i)
+        assert 0 <= box["x"] and box["x"] + box["width"] <= width, (name, links.nth(i).inner_text(), box)
+    outside = page.evaluate(
+        """() => [...document.querySelectorAll('.card .cap *')].filter((el) =>
+             el.getBoundingClientRect().right > el.closest('.card').getBoundingClientRect().right + 0.5
+           ).map((el) => el.textContent)"""
+    )
+    assert not outside, (name, outside)
+    shot(page, name)
+
+
+def test_narrow_screen_has_no_horizontal_scroll(long_label_server: tuple[UIServer, str], phone: Any) -> None:
+    """Every page at 390x844: nothing scrolls sideways, the nav is all there, long labels stay in
+    their cards."""
+    server, first = long_label_server
+    url, root = server.url, server.root
+    commit = kiln_json("log", "-n", "1", cwd=root)[0]["id"]
+    build = kiln_json("builds", cwd=root)[0]["id"]
+    phone.goto(url + "/gallery")
+    phone.wait_for_selector(f'#gallery-grid .card[data-id="{first}"]')
+    assert phone.locator(f'#gallery-grid .card[data-id="{first}"] .lab').inner_text() == LONG_LABEL
+    fits_the_screen(phone, "narrow-gallery")
+    phone.goto(f"{url}/example/{first}")
+    fits_the_screen(phone, "narrow-example")
+    phone.goto(url + "/review")
+    phone.wait_for_selector("#review-item")
+    fits_the_screen(phone, "narrow-review")
+    phone.goto(url + "/label")
+    phone.wait_for_selector("#queue-empty")
+    fits_the_screen(phone, "narrow-label-empty")
+    phone.click("#fill")
+    phone.wait_for_selector("#label-item")
+    fits_the_screen(phone, "narrow-label")
+    phone.goto(url + "/changes")
+    phone.wait_for_selector("#edits")
+    assert LONG_LABEL in phone.locator("#edits").inner_text()
+    fits_the_screen(phone, "narrow-changes")
+    phone.goto(url + "/history")
+    phone.wait_for_selector("#log")
+    fits_the_screen(phone, "narrow-history")
+    phone.goto(f"{url}/history/{commit}")
+    phone.wait_for_selector("#diff-relabeled .card")
+    fits_the_screen(phone, "narrow-commit")
+    phone.locator("#nav a[data-page=builds]").click()  # the nav works, not only shows
+    phone.wait_for_selector("#build-list")
+    fits_the_screen(phone, "narrow-builds")
+    phone.goto(f"{url}/builds/{build}")
+    phone.wait_for_selector("#map")
+    fits_the_screen(phone, "narrow-report")
+    # The wide layout keeps long captions in their cards too.
+    phone.set_viewport_size({"width": 1280, "height": 800})
+    phone.goto(f"{url}/history/{commit}")
+    phone.wait_for_selector("#diff-relabeled .card")
+    fits_the_screen(phone, "wide-commit-long-label")
+    phone.goto(url + "/gallery")
+    phone.wait_for_selector(f'#gallery-grid .card[data-id="{first}"]')
+    fits_the_screen(phone, "wide-gallery-long-label")

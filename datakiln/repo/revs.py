@@ -66,23 +66,34 @@ class IdIndex:
         self.sorted = sorted(ids)
 
     def find(self, prefix: str) -> str:
-        p = prefix.strip().lower()
-        if len(p) < MIN_PREFIX or not re.fullmatch(r"[0-9a-f]+", p):
-            raise ExampleNotFound(
-                f"example id {prefix!r} is not valid; give at least {MIN_PREFIX} hex digits of an id shown by 'kiln ls'"
-            )
+        p = example_prefix(prefix)
         i = bisect.bisect_left(self.sorted, p)
         hits: list[str] = []
         while i < len(self.sorted) and self.sorted[i].startswith(p) and len(hits) < 5:
             hits.append(self.sorted[i])
             i += 1
-        if not hits:
-            raise ExampleNotFound(f"no example with id {prefix!r} in the working table; see 'kiln ls' for ids")
-        if len(hits) > 1:
-            raise AmbiguousExample(
-                f"example id {prefix!r} is ambiguous ({', '.join(h[:12] for h in hits)}, ...); type more digits"
-            )
-        return hits[0]
+        return one_example(prefix, hits)
+
+
+def example_prefix(prefix: str) -> str:
+    """An example id prefix as typed, normalised, or ``ExampleNotFound`` saying what one is."""
+    p = prefix.strip().lower()
+    if not MIN_PREFIX <= len(p) <= 32 or not re.fullmatch(r"[0-9a-f]+", p):
+        raise ExampleNotFound(
+            f"example id {prefix!r} is not valid; give at least {MIN_PREFIX} hex digits of an id shown by 'kiln ls'"
+        )
+    return p
+
+
+def one_example(prefix: str, hits: list[str]) -> str:
+    """The one id a prefix matched (``hits``: up to a few), or the error saying why not."""
+    if not hits:
+        raise ExampleNotFound(f"no example with id {prefix!r} in the working table; see 'kiln ls' for ids")
+    if len(hits) > 1:
+        raise AmbiguousExample(
+            f"example id {prefix!r} is ambiguous ({', '.join(h[:12] for h in hits)}, ...); type more digits"
+        )
+    return hits[0]
 
 
 def ambiguous(rev: str, hits: list[str]) -> AmbiguousRevision:

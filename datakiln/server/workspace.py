@@ -28,6 +28,7 @@ from ..errors import InputError
 from ..repo import Repo
 from ..repo.history import HistoryEvent
 from ..repo.label_source import is_suggestion
+from ..repo.label_source import model as model_source
 from ..repo.table import Table, confirmed_rows, diff_tables
 from ..store.objects import ObjectStore
 from . import thumbs
@@ -257,7 +258,8 @@ class Workspace:
             it = g.item(i)
             seeded = is_suggestion(it["source"])
             it["suggestion"] = it["label"] if seeded else it["predicted"]
-            it["suggestion_from"] = it["source"] if seeded else (f"model:{g.build}" if it["predicted"] else None)
+            predicted = it["predicted"] and g.build is not None
+            it["suggestion_from"] = it["source"] if seeded else (model_source(str(g.build)) if predicted else None)
             items.append(it)
         classes = sorted(set(g.classes) | set(g.label_vocab))
         undecided = int(((g.label < 0) | (g.kind == SOURCE_KINDS.index("model"))).sum())  # review.undecided, vectorized
