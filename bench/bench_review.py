@@ -44,11 +44,11 @@ def repository(base: Path, n: int) -> Path:
     data, root = base / f"data-{n}", base / f"repo-{n}"
     if not (data / "labels.csv").exists():
         generate(data, n)
-    if (root / ".kiln").exists():
-        return root
-    r = datakiln.Repo.init(root)
-    r.import_manifest(data / "labels.csv")
-    r.commit("images")
+    if not (root / ".kiln").exists():
+        r = datakiln.Repo.init(root)
+        r.import_manifest(data / "labels.csv")
+        r.commit("images")
+    r = datakiln.Repo(root)
     t = r.table()
     classes = sorted({str(v) for v in t.cols["label"]})
     y = np.array([classes.index(str(v)) for v in t.cols["label"]], dtype=np.int64)
@@ -58,6 +58,7 @@ def repository(base: Path, n: int) -> Path:
     emb = (rng.standard_normal((n, 64)) + 2.0 * np.eye(len(classes), 64)[y]).astype(np.float32)
     bid = "be" * 10
     d = r.layout.builds / bid
+    shutil.rmtree(d, ignore_errors=True)  # written afresh each run: the record format may have moved on
     d.mkdir(parents=True)
     save_file(
         {"pred_probs": probs.astype(np.float32), "embeddings": emb, "y": y, "fold": np.zeros(n, np.int64)},
@@ -66,7 +67,9 @@ def repository(base: Path, n: int) -> Path:
     splits = [str(s) for s in t.cols["split"]]
     (d / "examples.json").write_text(json.dumps({"ids": t.ids, "splits": splits, "labels": t.cols["label"]}))
     record = {"id": bid, "created": time.time(), "classes": classes, "lineage": {"commit": r.head()[1]}}
-    record.update(training={"oos": True}, metrics={})
+    none = {"accuracy": None, "n": 0}
+    record.update(training={"oos": True}, spec={}, seconds={"total": 0.0})
+    record.update(metrics={"valid": none, "test": none, "train_oos": none})
     (d / "build.json").write_text(json.dumps(record))
     return root
 

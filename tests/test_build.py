@@ -612,3 +612,52 @@ def test_a_build_that_cannot_fit_in_memory_is_refused_before_it_starts(
     assert not list((r.layout.cache).glob("pixels-*")) and not list(r.tmp_dir.iterdir())
     res = kiln("build", "--json", cwd=r.root, env={**ENV, "KILN_MAX_MEMORY": "garbage"}, check=False)
     assert res.returncode == 1 and "KILN_MAX_MEMORY='garbage' is not a size" in res.stderr
+
+
+def test_zip_members_that_inflate_past_their_claim_or_use_other_methods_are_refused(
+    built: datakiln.Repo, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A member may claim 100 bytes and inflate to gigabytes: it is read a chunk at a time and
+    refused at the limit (or at its CRC). bzip2 and lzma members are not read at all."""
+    import resource
+
+    from datakiln.package import archive
+
+    monkeypatch.setitem(archive.MAX_BYTES, "model.onnx", 4 << 20)  # the real limit is 1 GiB: same code, less RAM
+
+    kiln("package", "-o", str(tmp_path / "ok.kiln.zip"), cwd=built.root)
+    with zipfile.ZipFile(tmp_path / "ok.kiln.zip") as z:
+        files = {n: z.read(n) for n in z.namelist()}
+    with zipfile.ZipFile(tmp_path / "bz.zip", "w", zipfile.ZIP_BZIP2) as z:
+        for n, data in files.items():
+            z.writestr(n, data)
+    with pytest.raises(BadPackage, match="compressed with method 12"):
+        datakiln.load(str(tmp_path / "bz.zip"))
+    with zipfile.ZipFile(tmp_path / "big.zip", "w", zipfile.ZIP_DEFLATED) as z:
+        for n, data in files.items():
+            z.writestr(n, data if n != "model.onnx" else b"\0" * (archive.MAX_BYTES["model.onnx"] + (8 << 20)))
+    raw = bytearray((tmp_path / "big.zip").read_bytes())
+    at = raw.find(b"PK\x01\x02")
+    while bytes(raw[at + 46 : at + 56]) != b"model.onnx":
+        at = raw.find(b"PK\x01\x02", at + 4)
+    raw[at + 24 : at + 28] = (100).to_bytes(4, "little")  # claims 100 bytes
+    (tmp_path / "liar.zip").write_bytes(bytes(raw))
+    before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    with pytest.raises(BadPackage):
+        datakiln.load(str(tmp_path / "liar.zip"))
+    assert resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before < 8 * 1024  # KB: stopped near the limit
+
+
+def test_a_crashed_rebuild_leaves_no_second_build(built: datakiln.Repo, tmp_path: Path) -> None:
+    """A crash between a rebuild's renames leaves `<id>.old.<pid>`: it is not listed as a build
+    (a prefix would match two) and `kiln gc` removes it; a foreign build.json is not a build."""
+    root = tmp_path / "r"
+    shutil.copytree(built.root, root)
+    r = datakiln.Repo(root)
+    b = datakiln.find_build(r)
+    shutil.copytree(b.dir, b.dir.with_name(b.id + ".old.4242"))
+    (r.layout.builds / "junk").mkdir()
+    (r.layout.builds / "junk" / "build.json").write_text('["not", "a", "record"]')
+    assert [x.id for x in datakiln.builds(r)] == [b.id] and datakiln.find_build(r, b.id[:6]).id == b.id
+    assert "1 temp file(s)" in kiln("gc", cwd=root).stdout
+    assert not b.dir.with_name(b.id + ".old.4242").exists() and b.dir.exists()

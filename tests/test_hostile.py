@@ -274,6 +274,7 @@ def _cli_error(args: list[str], cwd: Path) -> str:
     """Run kiln; it must fail with one ``kiln:`` line and no traceback. Returns stderr."""
     res = kiln(*args, cwd=cwd, check=False)
     assert res.returncode != 0 and "Traceback" not in res.stderr and res.stderr.startswith("kiln:"), res.stderr
+    assert "unexpected" not in res.stderr, f"only the CLI's last resort caught this: {res.stderr}"
     return res.stderr
 
 
@@ -466,3 +467,59 @@ def test_control_characters_in_author_names_are_refused_and_never_printed(tmp_pa
     r.refs.update("refs/heads/main", forged, head.id)
     out = kiln("log", cwd=root).stdout + kiln("show", cwd=root).stdout
     assert "\x1b" not in out and "\\x1b" in out
+
+
+def test_hostile_job_records_touch_nothing_outside_their_folder(digits: datakiln.Repo, tmp_path: Path) -> None:
+    """A job.json written by someone else: its id never names a path for gc, a forged pid is
+    never 'running' and never signalled."""
+    import json
+
+    from datakiln.compile import jobs
+
+    victim = tmp_path / "victim"
+    victim.mkdir()
+    (victim / "keep.txt").write_text("mine")
+    for name, info in {
+        "20260101-000000-aaaaaa": {"id": str(victim), "pid": None, "started": 0, "end": {"code": 1}},
+        "20260101-000000-bbbbbb": {"id": "../..", "pid": -1, "pid_start": None, "started": 0},
+    }.items():
+        d = jobs.jobs_dir(digits) / name
+        d.mkdir(parents=True)
+        (d / "job.json").write_text(json.dumps(info))
+        os.utime(d / "job.json", (0, 0))
+    states = {j["id"]: j["state"] for j in jobs.list_jobs(digits)}
+    assert states == {"20260101-000000-aaaaaa": "failed", "20260101-000000-bbbbbb": "failed"}
+    with pytest.raises(datakiln.StateError, match="not running"):
+        jobs.cancel(digits, "20260101-000000-bbbbbb")
+    assert jobs.prune_jobs(digits, cutoff=1e12) == 2
+    assert (victim / "keep.txt").read_text() == "mine" and (digits.root / ".kiln" / "config.json").exists()
+
+
+def test_export_refuses_paths_forged_into_a_segment(digits: datakiln.Repo, tmp_path: Path) -> None:
+    """Split, label, id and format come from objects on disk: a forged one must not write outside."""
+    from datakiln.repo.table import Segment
+
+    t = digits.table()
+    seg = Segment(
+        ["ab" * 16],
+        [t.blobs[0]],
+        {
+            "name": ["x.png"],
+            "split": ["train"],
+            "label": ["../../escaped"],
+            "source": ["import"],
+            "time": [0],
+            "format": ["png"],
+            "width": [8],
+            "height": [8],
+            "mode": ["L"],
+        },
+    )
+    from datakiln.repo.stage import Stage
+
+    stage = Stage()
+    stage.changes.add.append(digits.store.put_json(seg.to_json()))
+    stage.save(digits.layout.stage, digits.tmp_dir)  # as if imported: the forged row is staged
+    with pytest.raises(BadLabel, match="escaped"):
+        digits.export(tmp_path / "out", format="folder")
+    assert not (tmp_path / "escaped").exists() and not (tmp_path / "out").exists()

@@ -394,3 +394,39 @@ def test_the_index_path_agrees_with_the_table_path(digits: datakiln.Repo, tmp_pa
             index = r.indexes.of_state(r.read_commit(head).state)
             assert isinstance(index, StateIndex) and len(index) == len(table)
             assert all(index.label_of(e) == table.label_of(e) for e in table.ids)
+
+
+def test_merges_keep_keeps_and_earlier_settlements(digits: datakiln.Repo) -> None:
+    """A keep made during a merge survives settling conflicts; settling one conflict, then
+    another, does not undo the first (a removal taken from theirs stays removed)."""
+    ids = digits.table().ids
+    digits.create_branch("other")
+    digits.label(ids[0], "1")
+    digits.label(ids[1], "1")
+    digits.commit("ours")
+    digits.checkout("other")
+    digits.rm([ids[0]])
+    digits.label(ids[1], "2")
+    digits.commit("theirs")
+    digits.checkout("main")
+    assert digits.merge("other")["result"] == "conflicts"
+    kept_label = digits.table().label_of(ids[5])[0]
+    digits.keep([ids[5]])
+    assert digits.resolve_conflicts("theirs", [ids[0]]) == [ids[0]]
+    assert ids[0] not in digits.table()
+    digits.resolve_conflicts("ours", [ids[1]])
+    assert ids[0] not in digits.table(), "the second settlement brought back the first's removal"
+    assert digits.table().label_of(ids[1])[0] == "1"
+    assert digits.kept().get(ids[5]) == kept_label, "a keep made during the merge was dropped"
+    cid = digits.commit("merged")
+    assert len(digits.read_commit(cid).parents) == 2 and digits.kept().get(ids[5]) == kept_label
+
+
+def test_unstage_by_prefix_forgets_its_keep(digits: datakiln.Repo) -> None:
+    eid = digits.table().ids[3]
+    digits.label(eid, "9")
+    digits.commit("nine")
+    digits.keep([eid[:8]])
+    assert digits.kept() == {eid: "9"}
+    digits.unstage([eid[:8]])
+    assert digits.kept() == {} and digits.staged_edits() == []

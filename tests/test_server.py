@@ -527,8 +527,22 @@ def test_endless_and_stalled_requests_are_bounded(built: datakiln.Repo) -> None:
             s = socket.create_connection((host, int(port)), timeout=30)
             s.sendall(b"GET /api/status HT")  # and nothing more
             idle.append(s)
+        dribble = socket.create_connection((host, int(port)), timeout=30)
+        stop = threading.Event()
+
+        def drip() -> None:  # a byte of header every second: the head's deadline must not move
+            try:
+                while not stop.wait(1.0):
+                    dribble.sendall(b"X-Slow: y\r\n"[:1])
+            except OSError:
+                pass
+
+        threading.Thread(target=drip, daemon=True).start()
         assert httpx.get(server.url + "/api/status", timeout=30).status_code == 200
         time.sleep(HEAD_TIMEOUT + 3)
+        stop.set()
+        assert dribble.recv(1) == b"", "a head sent a byte at a time outlived its deadline"
+        dribble.close()
         closed = sum(1 for s in idle if s.recv(1) == b"")
         for s in idle:
             s.close()

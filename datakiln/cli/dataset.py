@@ -381,7 +381,8 @@ def cmd_ls(a: argparse.Namespace) -> None:
         out_json(rows)
         return
     lines = [
-        f"{r['id'][:12]}  {r['split']:<5}  {str(r['label']) if r['label'] is not None else '-':<16} {str(r['source'] or '-'):<16} {r['name']}"
+        f"{r['id'][:12]}  {r['split']!s:<5}  {shown(r['label'] if r['label'] is not None else '-'):<16} "
+        f"{shown(r['source'] or '-'):<16} {shown(r['name'])}"
         for r in rows
     ]
     print("\n".join(lines))
@@ -442,11 +443,13 @@ def _gc_args(p: argparse.ArgumentParser) -> None:
 @command("gc", "kiln gc --prune now", _gc_args)
 def cmd_gc(a: argparse.Namespace) -> None:
     from ..compile.jobs import prune_jobs
+    from ..compile.records import prune_leftovers
 
     age = parse_age(a.prune)
     r = repo(a)
     rep = r.gc(prune_seconds=age)
-    rep.old_jobs = prune_jobs(r, time.time() - age)
+    rep.old_jobs = prune_jobs(r, time.time() - age)  # the repository knows no jobs: the compiler prunes
+    rep.temp_files += prune_leftovers(r)
     print(
         f"removed {rep.removed_objects} object(s), {rep.freed_bytes:,} bytes; rewrote {rep.packs_rewritten} pack(s); {rep.temp_files} temp file(s); {rep.old_jobs} old build job record(s)"
     )

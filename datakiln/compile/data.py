@@ -217,10 +217,11 @@ def check_memory(n: int, size: list[int], channels: int, spec: Spec) -> None:
         act = batch * channels_of(spec) * size[0] * size[1] * 4 * 8
     else:
         act = batch * channels * size[0] * size[1] * 4 * 4
-    need, budget = pixels_bytes + act, memory_budget()
+    # Twice the pixels: the decoded array, and the train rows a fit copies out of it.
+    need, budget = 2 * pixels_bytes + act, memory_budget()
     if need > budget:
         raise BadSpec(
-            f"input.size {size} needs about {need / 2**30:.1f} GiB to train ({pixels_bytes / 2**30:.1f} GiB of pixels "
+            f"input.size {size} needs about {need / 2**30:.1f} GiB to train (2 x {pixels_bytes / 2**30:.1f} GiB of pixels "
             f"for {n:,} images, {act / 2**30:.1f} GiB for a batch of {batch}); this machine allows "
             f"{budget / 2**30:.1f} GiB ({MEMORY_ENV} or free memory). Use a smaller input.size, e.g. [64, 64], "
             "or a smaller train.batch_size"

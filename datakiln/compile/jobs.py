@@ -1,8 +1,10 @@
-"""Builds in the background, for ``kiln ui``: each job is a real ``kiln build`` process.
+"""Builds as jobs: started in the background for ``kiln ui`` (``python -m datakiln.compile.jobs``,
+this module's entry point), or recorded by a ``kiln build`` typed in a terminal.
 
 A job lives in ``.kiln/jobs/<job id>/``: ``job.json`` (what was asked, the process id),
 ``progress.json`` (the trainer's latest progress event, see ``datakiln.progress``), ``out.json``
-(``kiln build --json`` on success) and ``err.txt``. A separate process, not a thread, because
+(the build's summary, as ``kiln build --json`` prints it, on success) and ``err.txt``. Ids, pids
+and paths are never taken from a job's files: the folder's name is its id. A separate process, not a thread, because
 training holds two cores for seconds to minutes, torch's imports and threads would weigh on the
 server, and Ctrl-C handling belongs to a main thread. The build itself stays atomic (written in
 ``.kiln/tmp``, renamed into place), so a killed job leaves nothing half-built. The process
@@ -59,8 +61,8 @@ def start(repo: Repo, rev: str = "HEAD", overrides: dict[str, Any] | None = None
     # job.json exists before the process does: a crash in between leaves a job that status()
     # calls failed, never one that looks like it runs for ever and blocks every later build.
     _save(repo, d, {**info, "pid": None})
-    flags = [f"--{k}={v}" for k, v in overrides.items()]
-    cmd = [sys.executable, "-m", "datakiln", "-C", str(repo.root), "build", cid, "--json", *flags]
+    # The compiler's own entry point (below), not the `kiln` command: compile sits under the CLI.
+    cmd = [sys.executable, "-m", __name__, str(repo.root), cid, json.dumps(overrides)]
     env = {**os.environ, PROGRESS_FILE_ENV: str(d / "progress.json"), "KILN_PROGRESS": "0", JOB_ENV: jid}
     try:
         with open(d / "out.json", "wb") as out, open(d / "err.txt", "wb") as err:
@@ -86,11 +88,12 @@ def recorded(repo: Repo, rev: str, overrides: dict[str, Any]) -> Iterator[Callab
     if os.environ.get(JOB_ENV):
         yield lambda summary, cached: None
         return
+    cid = repo.resolve(rev)  # before the job exists: a bad revision leaves no record behind
     jid = _new_id()
     d = jobs_dir(repo) / jid
     d.mkdir(parents=True)
     pid = os.getpid()
-    info = {"id": jid, "rev": rev, "commit": repo.resolve(rev), "overrides": overrides, "started": time.time()}
+    info = {"id": jid, "rev": rev, "commit": cid, "overrides": overrides, "started": time.time()}
     _save(repo, d, {**info, "pid": pid, "pid_start": _pid_start(pid), "origin": "terminal"})
     before = os.environ.get(PROGRESS_FILE_ENV)
     os.environ[PROGRESS_FILE_ENV] = str(d / "progress.json")
@@ -135,7 +138,8 @@ def status(repo: Repo, jid: str) -> dict[str, Any]:
     d = _job_dir(repo, jid)
     info = _read_json(d / "job.json")
     if not isinstance(info, dict):
-        info = {"id": jid, "pid": None, "started": d.stat().st_mtime}
+        info = {"pid": None, "started": d.stat().st_mtime}
+    info["id"] = jid  # the folder's name, never what the file claims
     if "end" not in info and not _alive(jid, info):
         # Known from the process table and the job's files alone, so reading a status writes
         # nothing (a GET in kiln ui changes no file); the exit code is known to the server that
@@ -181,8 +185,13 @@ def _alive(jid: str, info: dict[str, Any]) -> bool:
     pid = info.get("pid")
     if pid is None:
         # Between mkdir and Popen of a live server, briefly; after a crash there, for ever.
-        return time.time() - float(info.get("started", 0)) < STARTING_GRACE
-    return _pid_start(int(pid)) == info.get("pid_start")
+        started = info.get("started")
+        return isinstance(started, int | float) and time.time() - started < STARTING_GRACE
+    # A pid from the file must be a real process's, and the one that started when the job did:
+    # a forged -1 or 0 (every process, or the group) must never count as running, nor be signalled.
+    if type(pid) is not int or pid <= 1 or info.get("pid_start") is None:
+        return False
+    return _pid_start(pid) == info.get("pid_start")
 
 
 def _pid_start(pid: int) -> int | None:
@@ -201,10 +210,11 @@ def _save(repo: Repo, d: Path, info: dict[str, Any]) -> None:
 def cancel(repo: Repo, jid: str) -> dict[str, Any]:
     """Ask a running job to stop (SIGINT: the build stops at its next safe point, keeps nothing)."""
     st = status(repo, jid)
-    if st["state"] != "running" or st.get("pid") is None:
+    pid = st.get("pid")
+    if st["state"] != "running" or type(pid) is not int or pid <= 1:
         raise StateError(f"build job {jid} is {st['state']}, not running; nothing to cancel")
     try:
-        os.kill(int(st["pid"]), signal.SIGINT)
+        os.kill(pid, signal.SIGINT)
     except ProcessLookupError:
         pass
     return st
@@ -238,7 +248,33 @@ def prune_jobs(repo: Repo, cutoff: float) -> int:
     """Remove the records of jobs that ended before ``cutoff`` (``kiln gc``); their builds stay."""
     pruned = 0
     for job in list_jobs(repo, limit=10**9):
-        if job["state"] != "running" and (job.get("finished") or 0) < cutoff:
-            shutil.rmtree(jobs_dir(repo) / job["id"], ignore_errors=True)
+        finished = job.get("finished")
+        if job["state"] != "running" and (finished if isinstance(finished, int | float) else 0) < cutoff:
+            shutil.rmtree(_job_dir(repo, job["id"]), ignore_errors=True)  # id: the folder's name
             pruned += 1
     return pruned
+
+
+def run(argv: list[str]) -> int:
+    """The job process: ``python -m datakiln.compile.jobs ROOT COMMIT OVERRIDES_JSON``. Prints the
+    build's summary as JSON (``out.json``); an error, or ``interrupted``, goes to ``err.txt``."""
+    from ..errors import KilnError
+    from ..repo import Repo
+    from .builder import build, default_spec
+
+    root, commit, overrides = argv[0], argv[1], json.loads(argv[2])
+    try:
+        repo = Repo(root)
+        result = build(repo, commit, default_spec(repo).with_overrides(**overrides) if overrides else None)
+    except KilnError as e:
+        print(f"kiln: {e}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print("kiln: interrupted; nothing was half-written", file=sys.stderr)
+        return 130
+    print(json.dumps(result.summary()))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(run(sys.argv[1:]))

@@ -50,10 +50,25 @@ class BuildRecord:
 
 
 def read_build(d: Path) -> BuildRecord | None:
+    """The build in folder ``d``, or None: no build there, or one whose record is not a build's
+    (a damaged or foreign file), or a folder not named by its build id (a leftover ``.old`` copy
+    of a crash during a rebuild, which ``kiln gc`` removes)."""
     try:
-        return BuildRecord(d, json.loads((d / BUILD_JSON).read_text()))
-    except (FileNotFoundError, NotADirectoryError, ValueError):
+        record = json.loads((d / BUILD_JSON).read_text())
+    except (OSError, ValueError, RecursionError):
         return None
+    return BuildRecord(d, record) if _is_record(record, d.name) else None
+
+
+def _is_record(r: Any, name: str) -> bool:
+    """The keys every reader of a build record relies on, with their types."""
+    if not isinstance(r, dict) or r.get("id") != name:
+        return False
+    shapes = {"lineage": dict, "spec": dict, "metrics": dict, "training": dict, "seconds": dict, "classes": list}
+    if not all(isinstance(r.get(k), t) for k, t in shapes.items()) or not isinstance(r.get("created"), int | float):
+        return False
+    splits = ("valid", "test", "train_oos")
+    return isinstance(r["lineage"].get("commit"), str) and all(isinstance(r["metrics"].get(s), dict) for s in splits)
 
 
 def list_builds(repo: Repo) -> list[BuildRecord]:
@@ -63,6 +78,20 @@ def list_builds(repo: Repo) -> list[BuildRecord]:
         return []
     found = [r for d in root.iterdir() if (r := read_build(d)) is not None]
     return sorted(found, key=lambda r: (r.record.get("created", 0), r.id))
+
+
+def prune_leftovers(repo: Repo) -> int:
+    """Remove what crashed builds left in the builds folder (``<id>.old.<pid>`` from a rebuild
+    that replaced a build): ``kiln gc`` asks for it. Returns how many were removed."""
+    import shutil
+
+    root = repo.layout.builds
+    gone = 0
+    for d in root.iterdir() if root.is_dir() else []:
+        if ".old." in d.name and d.is_dir():
+            shutil.rmtree(d, ignore_errors=True)
+            gone += 1
+    return gone
 
 
 def find_build(repo: Repo, ref: str | None = None) -> BuildRecord:

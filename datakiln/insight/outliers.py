@@ -64,11 +64,7 @@ def near_duplicates(
     found_a, found_b, found_s = [], [], []
     for _ in range(TABLES):
         planes = rng.standard_normal((e.shape[1], BITS)).astype(np.float32)
-        above = (e @ planes) > 0  # (N, BITS) bool
-        key = np.zeros(n, dtype=np.int64)
-        for b in range(BITS):  # one int64 per row, not an (N, BITS) int64 matrix
-            key |= above[:, b].astype(np.int64) << b
-        order = np.argsort(key, kind="stable")
+        order = np.argsort(_signature((e @ planes) > 0), kind="stable")
         for start in range(0, n - 1, CHUNK):
             idx = order[start : start + CHUNK + WINDOW]  # a chunk plus the rows its last rows are compared with
             block = e[idx]
@@ -80,6 +76,15 @@ def near_duplicates(
                 found_b.append(idx[hit + w])
                 found_s.append(sims[hit])
     return _unique_pairs(n, found_a, found_b, found_s)
+
+
+def _signature(above: np.ndarray) -> np.ndarray:
+    """(N,) uint32 from (N, BITS <= 32) bools, bit b from column b: packed in one pass, not one
+    (N,) int64 temporary per bit."""
+    packed = np.zeros((len(above), 4), dtype=np.uint8)
+    packed[:, : (above.shape[1] + 7) // 8] = np.packbits(above, axis=1, bitorder="little")
+    key: np.ndarray = packed.view("<u4").ravel()
+    return key
 
 
 def _unique_pairs(

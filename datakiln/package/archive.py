@@ -1,8 +1,10 @@
 """Reading and writing a package's files: a directory, or a zip archive of the same three files.
 
-Reading checks sizes before it reads (a zip bomb is refused by the sizes its members claim,
-which zipfile never inflates past), then every hash against the manifest, then the ONNX graph
-for references to files outside the package.
+Reading checks sizes before it reads (a member claiming too much is refused unpacked) and while
+it inflates (a member that inflates past its limit, whatever it claims, is refused at the limit:
+zipfile itself inflates a member whole before it compares the size), then every hash against the
+manifest, then the ONNX graph for references to files outside the package. Only stored and
+deflated members are read: bzip2 and lzma members are refused.
 """
 
 from __future__ import annotations
@@ -79,13 +81,33 @@ def _read_archive(path: Path) -> dict[str, bytes]:
                     f"{', '.join(FILES)}"
                 )
             for name, info in infos.items():
+                if info.compress_type not in (zipfile.ZIP_STORED, zipfile.ZIP_DEFLATED):
+                    raise BadPackage(
+                        f"{path}: {name} is compressed with method {info.compress_type}; "
+                        "a package archive is stored or deflated ('kiln package' writes one)"
+                    )
                 if info.file_size > MAX_BYTES[name]:
                     raise _too_big(path, name, info.file_size)
-            return {name: z.read(name) for name in infos}
+            return {name: _inflate(z, info, path) for name, info in infos.items()}
     except (zipfile.BadZipFile, zlib.error, EOFError, OSError, ValueError, NotImplementedError) as e:
         raise BadPackage(
             f"{path}: the archive is damaged ({e}); fetch it again or rebuild it with 'kiln package'"
         ) from None
+
+
+CHUNK = 1 << 20
+
+
+def _inflate(z: zipfile.ZipFile, info: zipfile.ZipInfo, path: Path) -> bytes:
+    """A member's bytes, read a chunk at a time and refused as soon as they pass its limit."""
+    limit, chunks, size = MAX_BYTES[info.filename], [], 0
+    with z.open(info) as f:
+        while chunk := f.read(CHUNK):
+            size += len(chunk)
+            if size > limit:
+                raise _too_big(path, info.filename, size)
+            chunks.append(chunk)
+    return b"".join(chunks)
 
 
 def _verify(path: Path, files: dict[str, bytes]) -> None:

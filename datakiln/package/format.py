@@ -26,8 +26,8 @@ from ..store.fsutil import fsync_dir
 FORMAT = "kiln-package/1"
 MANIFEST = "manifest.json"
 FILES = ("weights.safetensors", "model.onnx")
-# Sizes a package's files may have. Checked before a byte is read or unpacked: a zip bomb is
-# refused by what it claims, and zipfile never inflates a member past its claimed size.
+# Sizes a package's files may have: checked against what an archive member claims before it is
+# unpacked, and again as it inflates (a member may claim less than it holds).
 MAX_BYTES = {MANIFEST: 16 << 20, "weights.safetensors": 1 << 30, "model.onnx": 1 << 30}
 MAX_SIDE = 1024  # pixels of an input side: the build spec's own limit
 MAX_CLASSES = 100_000

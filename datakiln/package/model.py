@@ -53,9 +53,17 @@ class Model:
         self._check_graph()
 
     def _check_graph(self) -> None:
-        """The manifest and the graph must agree on input shape and class count."""
-        shape = list(self.session.get_inputs()[0].shape[1:])
-        k = self.session.get_outputs()[0].shape[1]
+        """The graph must take "pixels" and give "probs" and "embedding", and agree with the
+        manifest on input shape and class count."""
+        inputs, outputs = self.session.get_inputs(), self.session.get_outputs()
+        names = [i.name for i in inputs], sorted(o.name for o in outputs)
+        if names != (["pixels"], ["embedding", "probs"]):
+            raise BadPackage(
+                f"{self.source}: the ONNX graph takes {names[0]} and gives {names[1]}; a package's graph takes "
+                "'pixels' and gives 'probs' and 'embedding'. Rebuild the package"
+            )
+        shape = list(inputs[0].shape[1:])
+        k = next(o for o in outputs if o.name == "probs").shape[1]
         if shape != [self.channels, *self.size] or k != len(self.classes):
             raise BadPackage(
                 f"{self.source}: the manifest says input {[self.channels, *self.size]} and {len(self.classes)} classes, "
@@ -79,6 +87,7 @@ class Model:
 
     def predict(self, images: Sequence[Any], *, batch: int = 256) -> Predictions:
         images = _as_batch(images)
+        batch = pixels.batch_size(self.size, self.channels, batch)
         probs, embs = [], []
         for start in range(0, len(images), batch):
             p, e = self.run(pixels.batch(images[start : start + batch], self.size, self.channels))

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import io
 import os
+import warnings
 from collections.abc import Sequence
 from typing import Any
 
@@ -54,13 +55,22 @@ def to_pixels(im: Image.Image, size: Sequence[int], channels: int) -> np.ndarray
     return a[None] if channels == 1 else a.transpose(2, 0, 1)
 
 
+# Formats prediction reads: the common raster ones. Pillow would also open EPS (which runs
+# Ghostscript), PDF and others that an untrusted file must not reach.
+READ_FORMATS = ["PNG", "JPEG", "WEBP", "BMP", "GIF", "TIFF"]
+
+
 def decode(data: bytes, size: Sequence[int], channels: int, name: str = "image") -> np.ndarray:
     try:
-        with Image.open(io.BytesIO(data)) as im:
-            im.load()
-            return to_pixels(im, size, channels)
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            with Image.open(io.BytesIO(data), formats=READ_FORMATS) as im:
+                im.load()
+                return to_pixels(im, size, channels)
     except UnidentifiedImageError:
-        raise BadImage(f"{name}: not an image Pillow can read; pass a PNG, JPEG or WebP image") from None
+        raise BadImage(f"{name}: not an image datakiln reads ({', '.join(READ_FORMATS)}); convert it") from None
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as e:
+        raise BadImage(f"{name}: refused as a decompression bomb ({e}); downscale it") from None
     except (OSError, SyntaxError, ValueError) as e:
         raise BadImage(f"{name}: cannot be decoded ({e}); pass a PNG, JPEG or WebP image") from None
 
@@ -108,6 +118,14 @@ def _array_image(a: np.ndarray) -> Image.Image:
     raise BadImage(
         f"array image of shape {a.shape}: expected (H, W) or (H, W, C) with C in 1, 3, 4 (a batch: a list, or (N, H, W, C))"
     )
+
+
+BATCH_BYTES = 256 << 20  # float32 input a predict batch may take: 256 at 64x64, fewer for large inputs
+
+
+def batch_size(size: Sequence[int], channels: int, wanted: int) -> int:
+    """``wanted`` images a batch, or fewer when that many would pass ``BATCH_BYTES``."""
+    return max(1, min(wanted, BATCH_BYTES // (4 * channels * int(size[0]) * int(size[1]))))
 
 
 def batch(items: Sequence[Any], size: Sequence[int], channels: int) -> np.ndarray:

@@ -7,9 +7,21 @@ walks, revisions), ``stage`` (staged changes, merges in progress, keep marks), `
 ``maintenance`` (fsck, gc), ``layout`` (every path under .kiln), ``label_source``.
 """
 
+from typing import TYPE_CHECKING, Any
+
 from .history import Commit
-from .importer import ImportReport
 from .repo import Repo
 from .table import Table
 
+if TYPE_CHECKING:
+    from .importer import ImportReport
+
 __all__ = ["Commit", "ImportReport", "Repo", "Table"]
+
+
+def __getattr__(name: str) -> Any:
+    if name == "ImportReport":  # the importer loads only when something imports
+        from .importer import ImportReport
+
+        return ImportReport
+    raise AttributeError(f"module 'datakiln.repo' has no attribute {name!r}")

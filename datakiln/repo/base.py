@@ -9,7 +9,7 @@ import json
 import os
 from collections.abc import Callable, Mapping
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from ..errors import (
     CorruptObject,
@@ -21,11 +21,13 @@ from ..store.objects import ObjectStore
 from ..store.refs import Refs
 from . import history, label_source
 from .history import Commit, read_commit
-from .index import StateIndexes
 from .layout import KILN_DIR, Layout
 from .stage import KeptMarks, Stage
 from .state import Tables
 from .table import SegmentCache, Table
+
+if TYPE_CHECKING:
+    from .index import StateIndexes
 
 FORMAT = 1
 DEFAULT_BRANCH = "main"
@@ -69,10 +71,19 @@ class RepoBase:
         self.refs = Refs(self.dir, self.lock)
         self.segments = SegmentCache(self.store)
         self.tables = Tables(self.store, self.segments)
-        self.indexes = StateIndexes(self.store, self.segments, self.layout.index_cache, self.tmp_dir)
+        self._indexes: StateIndexes | None = None
         self.kept_marks = KeptMarks(self.layout.kept, self.tmp_dir)
 
     # ---- commits and revisions -----------------------------------------------------------
+    @property
+    def indexes(self) -> StateIndexes:
+        """State indexes (``datakiln.repo.index``), made when a label edit first needs one."""
+        if self._indexes is None:
+            from .index import StateIndexes
+
+            self._indexes = StateIndexes(self.store, self.segments, self.layout.index_cache, self.tmp_dir)
+        return self._indexes
+
     def read_commit(self, cid: str) -> Commit:
         return read_commit(self.store, cid)
 

@@ -112,11 +112,12 @@ class Branching(Editing):
                 return {"result": "fast-forward", "commit": theirs, "conflicts": []}
             if base is None:
                 raise StateError(f"{rev} shares no history with HEAD; there is nothing to merge it against")
-            return self._merge(rev, base, head, theirs, strategy, message)
+            return self._merge(rev, (base, head, theirs), strategy, message, stage.kept)
 
     def _merge(
-        self, rev: str, base: str, head: str, theirs: str, strategy: str | None, message: str | None
+        self, rev: str, commits: tuple[str, str, str], strategy: str | None, message: str | None, kept: dict[str, str]
     ) -> merging.MergeResult:
+        base, head, theirs = commits
         tb, to, tt = self.table_at(base), self.table_at(head), self.table_at(theirs)
         changes, conflicts = merging.three_way(tb, to, tt, self.segments)
         if strategy and conflicts:
@@ -124,18 +125,18 @@ class Branching(Editing):
         state = MergeState(theirs=theirs, name=rev, base=base, conflicts=conflicts)
         if strategy:
             state.settle(c["id"] for c in conflicts)
-        self._stage_merge(head, to, changes, state)
+        self._stage_merge(head, to, changes, state, kept)
         if conflicts and not strategy:
             return {"result": "conflicts", "commit": None, "conflicts": conflicts}
         name = self.branch_name() or head[:12]
         cid = self.commit(message or f"merge {rev} into {name}")
         return {"result": "merged", "commit": cid, "conflicts": conflicts}
 
-    def _stage_merge(self, head: str, ours: Table, changes: Changes, state: MergeState) -> None:
-        """The merge's changes and its state, in one atomic write of the stage."""
+    def _stage_merge(self, head: str, ours: Table, changes: Changes, state: MergeState, kept: dict[str, str]) -> None:
+        """The merge's changes, its state and the keep marks staged with them, in one atomic write."""
         work = ours.copy()
         work.apply(changes, self.segments)
-        self._save_stage(Stage(base=head, changes=changes, stats=work.stats(), merge=state))
+        self._save_stage(Stage(base=head, changes=changes, stats=work.stats(), merge=state, kept=kept))
 
     def resolve_conflicts(self, side: str, ids: Iterable[str] | None = None) -> list[str]:
         """During a merge, settle conflicts (all, or ``ids``) by taking ``ours`` or ``theirs``."""
@@ -150,7 +151,7 @@ class Branching(Editing):
             assert head is not None
             tables = (self.table_at(state.base), self.table_at(head), self.table_at(state.theirs))
             changes, chosen = merging.settle(state, tables, self.segments, stage.changes, side, ids)
-            self._stage_merge(head, tables[1], changes, state)
+            self._stage_merge(head, tables[1], changes, state, stage.kept)
             return chosen
 
     def abort_merge(self) -> None:

@@ -6,7 +6,7 @@ import os
 import time
 from collections.abc import Iterable, Mapping
 from pathlib import Path
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 from ..errors import (
     CorruptObject,
@@ -16,15 +16,17 @@ from ..errors import (
     UnresolvedConflicts,
 )
 from ..sources.labels import check_label, read_label_file
-from ..sources.scan import Candidate, scan_folder, scan_manifest
 from . import history, label_source
 from . import merge as merging
 from . import stage as staging
 from .base import RepoBase
-from .importer import ImportReport, build_segment
 from .revs import IdIndex
 from .stage import Stage
 from .table import Changes, Table
+
+if TYPE_CHECKING:  # the importer and the scanners load when an import runs: 10 ms off every start-up
+    from ..sources.scan import Candidate
+    from .importer import ImportReport
 
 
 class Editing(RepoBase):
@@ -33,10 +35,14 @@ class Editing(RepoBase):
     # ---- import --------------------------------------------------------------------------
     def import_folder(self, path: str | os.PathLike[str], **kw: Any) -> ImportReport:
         """Import a class-per-subfolder image folder (files at the top level are unlabeled)."""
+        from ..sources.scan import scan_folder
+
         return self.import_candidates(scan_folder(Path(path)), **kw)
 
     def import_manifest(self, path: str | os.PathLike[str], **kw: Any) -> ImportReport:
         """Import a CSV or JSONL manifest: path,label[,split][,metadata...]."""
+        from ..sources.scan import scan_manifest
+
         return self.import_candidates(scan_manifest(Path(path)), **kw)
 
     def import_sample(self, name: str = "digits", **kw: Any) -> ImportReport:
@@ -50,6 +56,8 @@ class Editing(RepoBase):
     ) -> ImportReport:
         jobs = jobs or int(os.environ.get("KILN_JOBS") or os.cpu_count() or 1)
         present = set(self.table().ids)
+        from .importer import build_segment
+
         seg, report = build_segment(self.store, cands, present, skip_bad=skip_bad, jobs=jobs)
         if seg is None:
             return report
@@ -216,12 +224,16 @@ class Editing(RepoBase):
         """Drop the staged label edits of ``ids`` (back to HEAD's labels); returns the full ids.
         A reviewer's keep of those examples (``kiln keep``) goes with them."""
         wanted = list(ids)
+        dropped: dict[str, str] = {}
 
         def drop(stage: Stage, base: Table, work: Table) -> list[str]:
-            self._forget_keeps({e: stage.kept[e] for e in wanted if e in stage.kept})
-            return staging.unstage(stage, base, work, wanted)
+            full = staging.unstage(stage, base, work, wanted, dropped_keeps=dropped)
+            return full
 
-        return self._update_stage(drop)
+        with self.lock:
+            full = self._update_stage(drop)
+            self._forget_keeps(dropped)  # after the stage is saved: a refused unstage forgets nothing
+        return full
 
     def commit(
         self,

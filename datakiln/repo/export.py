@@ -12,11 +12,12 @@ import os
 import shutil
 from pathlib import Path
 
-from ..errors import InputError
+from ..errors import CorruptObject, InputError
 from ..sources.images import EXTENSIONS
+from ..sources.labels import check_label
 from ..store.fsutil import fsync_dir
 from ..store.objects import ObjectStore
-from .table import SPLITS, Table
+from .table import ID_HEX, SPLITS, Table
 
 FORMATS = ("parquet", "folder")
 UNLABELED_DIR = "_unlabeled"
@@ -77,6 +78,18 @@ def _parquet(store: ObjectStore, table: Table, tmp: Path) -> None:
         pq.write_table(pa.table(cols), tmp / f"{split}.parquet")
 
 
+def _relative_path(eid: str, split: object, label: object, fmt: object) -> str:
+    """``<split>/<label>/<id>.<ext>``, every part checked: they come from objects on disk, and a
+    forged one (a label ``../../x``, an id with a slash) must not write outside the export."""
+    where = f"example {eid[:32]!r}"
+    if not (len(eid) == ID_HEX and all(ch in "0123456789abcdef" for ch in eid)):
+        raise CorruptObject(f"{where} has an id that is not {ID_HEX} hex digits; run 'kiln fsck'")
+    if split not in SPLITS or fmt not in EXTENSIONS:
+        raise CorruptObject(f"{where} has split {split!r} and format {fmt!r}; run 'kiln fsck'")
+    folder = UNLABELED_DIR if label is None else check_label(str(label), where)
+    return f"{split}/{folder}/{eid}{EXTENSIONS[str(fmt)]}"
+
+
 def _folder(store: ObjectStore, table: Table, tmp: Path) -> None:
     """``<split>/<label>/<id>.<ext>`` plus ``manifest.csv`` (re-importable with --manifest)."""
     c = table.cols
@@ -86,7 +99,7 @@ def _folder(store: ObjectStore, table: Table, tmp: Path) -> None:
     w.writerow(["path", "label", "split", "id", "source", *metas])
     for i, eid in enumerate(table.ids):
         label = c["label"][i]
-        rel = f"{c['split'][i]}/{label if label is not None else UNLABELED_DIR}/{eid}{EXTENSIONS[str(c['format'][i])]}"
+        rel = _relative_path(eid, c["split"][i], label, c["format"][i])
         dest = tmp / rel
         dest.parent.mkdir(parents=True, exist_ok=True)
         dest.write_bytes(store.get(table.blobs[i]))

@@ -75,7 +75,7 @@ def parse_commit(cid: str, obj: Any) -> Commit:
             generation=int(obj.get("generation", 0)),
             stats=stats,
         )
-    except (KeyError, TypeError, ValueError, AttributeError) as e:
+    except (KeyError, TypeError, ValueError, AttributeError, OverflowError) as e:
         raise CorruptObject(f"commit {cid[:12]} is malformed ({e!r}); run 'kiln fsck'") from None
 
 
@@ -94,7 +94,9 @@ def check_message(message: str) -> str:
         raise StateError("the commit message is empty; say why the labels changed (kiln commit -m MESSAGE)")
     if len(message) > MESSAGE_MAX:
         raise InputError(f"the commit message has {len(message):,} characters; keep it under {MESSAGE_MAX:,}")
-    bad = sorted({f"U+{ord(ch):04X}" for ch in message if unicodedata.category(ch) == "Cc" and ch not in "\n\t"})
+    bad = sorted(
+        {f"U+{ord(ch):04X}" for ch in message if unicodedata.category(ch) in ("Cc", "Cs") and ch not in "\n\t"}
+    )
     if bad:
         raise InputError(f"the commit message contains control characters ({', '.join(bad[:5])}); remove them")
     return message

@@ -72,7 +72,7 @@ def check(source: str) -> str:
 def check_person(name: str, where: str) -> str:
     """A person's name (an author, ``KILN_USER``, ``human:<name>``): printed by ``kiln log``, so no
     control characters (a terminal escape) and not empty or huge."""
-    bad = sorted({f"U+{ord(c):04X}" for c in name if unicodedata.category(c) in ("Cc", "Cf", "Zl", "Zp")})
+    bad = sorted({f"U+{ord(c):04X}" for c in name if unicodedata.category(c) in ("Cc", "Cf", "Cs", "Zl", "Zp")})
     if bad:
         raise BadLabel(f"{where} {name[:80]!r} contains control characters ({', '.join(bad[:5])}); remove them")
     if not name.strip() or len(name) > NAME_MAX:

@@ -14,7 +14,8 @@ from typing import Any
 
 from ..errors import IntegrityError, KilnError
 from ..store.codec import decode
-from ..store.objects import ObjectStore
+from ..store.fsutil import read_regular
+from ..store.objects import OBJECT_MAX, ObjectStore
 from ..store.packs import PACK_HEADER, PACK_MAGIC, Pack
 from ..store.refs import Refs, valid_ref
 from .history import read_commit
@@ -60,7 +61,7 @@ def _check_loose(root: Path, report: FsckReport, known: set[str]) -> None:
                 report.errors.append(f"{f}: not an object file name; move it out of .kiln/objects")
                 continue
             try:
-                decode(f.read_bytes(), oid, str(f))
+                decode(read_regular(f, OBJECT_MAX), oid, str(f))
                 known.add(oid)
             except KilnError as e:
                 report.errors.append(f"object {oid}: {e}")

@@ -131,9 +131,14 @@ def settle(
     prefer = {i: side for i in chosen}
     prefer.update({i: "ours" for i in state.resolved})
     changes, _ = three_way(*tables, segments, prefer)
+    # Keep what the user staged by hand (manual resolutions, other edits, imports) and what
+    # earlier settlements decided: only the conflicts settled now are recomputed.
     for eid, val in staged.set.items():
         if eid not in prefer or eid in state.resolved:
             changes.set[eid] = val
-    changes.remove.extend(e for e in staged.remove if e not in changes.remove and e not in prefer)
+    changes.remove.extend(
+        e for e in staged.remove if e not in changes.remove and (e not in prefer or e in state.resolved)
+    )
+    changes.add.extend(oid for oid in staged.add if oid not in changes.add)
     state.settle(chosen)
     return changes, chosen

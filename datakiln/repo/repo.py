@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import json
 import os
-import uuid
 from pathlib import Path
 
 from ..errors import RepoExists
@@ -49,6 +48,8 @@ class Repo(Branching, Reading):
         # All 256 fan-out directories up front: a commit then only adds files, never directories.
         for i in range(256):
             (tmp / "objects" / f"{i:02x}").mkdir()
+        import uuid  # here: it imports platform, 5 ms of every command's start-up
+
         cfg = {"format": FORMAT, "repo_id": uuid.uuid4().hex}
         (tmp / "config.json").write_text(json.dumps(cfg, indent=2) + "\n")
         (tmp / "HEAD").write_text(f"ref: refs/heads/{branch}\n")

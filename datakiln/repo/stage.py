@@ -303,11 +303,17 @@ def remove(stage: Stage, work: Table, wanted: Iterable[str]) -> list[str]:
     return full
 
 
-def unstage(stage: Stage, base: Table, work: Table, ids: Iterable[str]) -> list[str]:
-    """Drop the staged label edits of ``ids``: back to HEAD's labels. Returns the full ids."""
-    full = [IdIndex(work.ids).find(e) for e in ids]
+def unstage(
+    stage: Stage, base: Table, work: Table, ids: Iterable[str], *, dropped_keeps: dict[str, str] | None = None
+) -> list[str]:
+    """Drop the staged label edits of ``ids``: back to HEAD's labels. Returns the full ids; the
+    keep marks that went with them are added to ``dropped_keeps``."""
+    index = IdIndex(work.ids)
+    full = [index.find(e) for e in ids]
     for eid in full:
-        stage.kept.pop(eid, None)  # a keep goes with the edit it staged
+        mark = stage.kept.pop(eid, None)  # a keep goes with the edit it staged
+        if mark is not None and dropped_keeps is not None:
+            dropped_keeps[eid] = mark
         if stage.changes.set.pop(eid, None) is not None and eid in base:
             work.set_labels({eid: base.label_of(eid)})
     return full

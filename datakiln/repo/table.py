@@ -109,7 +109,7 @@ class Changes:
             add = [check_oid(oid, "segment id") for oid in obj["add"]]
             sets = {i: (_str(lab), _str(src), int(t or 0)) for i, lab, src, t in zip(ids, labels, sources, times)}
             return cls(add=add, remove=split_hex(obj["remove"], ID_HEX, strict=strict), set=sets)
-        except (KeyError, TypeError, ValueError) as e:
+        except (KeyError, TypeError, ValueError, OverflowError) as e:
             raise CorruptObject(f"a change set is malformed ({e!r}); run 'kiln fsck'") from None
 
 

@@ -3,8 +3,10 @@ that connect and then send a request slowly or never.
 
 uvicorn closes an idle kept-alive connection, but not one that has sent half a request line or
 half a body: a thousand of those held the server's file descriptors until it could accept no
-one. Here a request's head must arrive within ``HEAD_TIMEOUT`` of the connection (or of the
-first byte of the next request), and a body may not pause for longer than ``BODY_IDLE``.
+one. Here a request's head must be whole within ``HEAD_TIMEOUT`` of the connection (or of the
+first byte of the next request; later bytes do not extend it, so a byte every few seconds does
+not hold a connection), and a body may not pause for longer than ``BODY_IDLE`` nor take longer
+than ``BODY_TIMEOUT`` in all.
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ from uvicorn.protocols.http.h11_impl import H11Protocol
 
 HEAD_TIMEOUT = 10.0  # seconds from connecting (or the next request's first byte) to a whole request head
 BODY_IDLE = 30.0  # seconds a request body may pause between chunks
+BODY_TIMEOUT = 300.0  # seconds a request body may take in all: 64 MB over a slow link, not forever
 
 
 class GuardedH11Protocol(H11Protocol):
@@ -26,19 +29,28 @@ class GuardedH11Protocol(H11Protocol):
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self._deadline: asyncio.TimerHandle | None = None
+        self._phase: str | None = None  # "head" or "body": what the armed deadline waits for
+        self._body_since = 0.0
 
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
         super().connection_made(transport)
+        self._phase = "head"
         self._arm(HEAD_TIMEOUT)
 
     def data_received(self, data: bytes) -> None:
         super().data_received(data)
         state = self.conn.their_state
         if state is h11.IDLE and self.conn.trailing_data[0]:
-            self._arm(HEAD_TIMEOUT)  # part of a request head is waiting for the rest
+            if self._phase != "head":  # the first bytes of a head: its deadline starts now, once
+                self._phase = "head"
+                self._arm(HEAD_TIMEOUT)
         elif state is h11.SEND_BODY:
-            self._arm(BODY_IDLE)
+            if self._phase != "body":
+                self._phase, self._body_since = "body", self.loop.time()
+            left = BODY_TIMEOUT - (self.loop.time() - self._body_since)
+            self._arm(max(0.0, min(BODY_IDLE, left)))
         else:
+            self._phase = None
             self._disarm()  # a whole request: the app has it now
 
     def connection_lost(self, exc: Exception | None) -> None:
@@ -55,7 +67,7 @@ class GuardedH11Protocol(H11Protocol):
             self._deadline = None
 
     def _expire(self) -> None:
-        self._deadline = None
+        self._deadline, self._phase = None, None
         if self.conn.their_state in (h11.IDLE, h11.SEND_BODY) and not self.transport.is_closing():
             self.transport.close()
 

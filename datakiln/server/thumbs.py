@@ -2,7 +2,7 @@
 
 A thumbnail is made once per blob and kept in ``.kiln/cache/thumbs/``: the original bytes when the
 image already fits, else a downscaled JPEG (PNG when the image has transparency). The cache is
-disposable: a file lost or torn by a crash is made again.
+disposable: a file a crash lost is made again.
 """
 
 from __future__ import annotations
@@ -65,8 +65,14 @@ def thumbnail(store: ObjectStore, cache: Path, tmp_dir: Path, blob: str) -> tupl
     small = _shrink(data)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = temp_path(tmp_dir, "thumb")
-    tmp.write_bytes(small)
-    os.replace(tmp, path)  # no fsync: a torn cache file fails sniff() and is made again
+    with open(tmp, "wb") as f:
+        f.write(small)
+        f.flush()
+        # The bytes reach the disk before the name does: a thumbnail is served as immutable, so a
+        # torn one would be cached by browsers for good. (The folder is not synced: a rename a
+        # crash loses only means the thumbnail is made again.)
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
     return small, CONTENT_TYPES[sniff(small) or "png"]
 
 

@@ -26,7 +26,7 @@ from ..compile import jobs
 from ..compile.records import BuildRecord, find_build, list_builds
 from ..errors import InputError
 from ..repo import Repo
-from ..repo.history import HistoryEvent
+from ..repo.history import CommitJSON, HistoryEvent
 from ..repo.label_source import is_suggestion
 from ..repo.label_source import model as model_source
 from ..repo.table import Table, confirmed_rows, diff_tables
@@ -317,21 +317,10 @@ class Workspace:
 
     # ---- history -------------------------------------------------------------------------------
     @locked
-    def log(self, n: int = 50, offset: int = 0, rev: str = "HEAD") -> list[dict[str, Any]]:
+    def log(self, n: int = 50, offset: int = 0, rev: str = "HEAD") -> list[CommitJSON]:
         if not (1 <= n <= LOG_MAX and offset >= 0):
             raise InputError(f"n={n}, offset={offset}: n must be 1..{LOG_MAX} and offset at least 0")
-        commits = self.repo.log(rev, n=offset + n)[offset:]
-        return [
-            {
-                "id": c.id,
-                "parents": c.parents,
-                "author": c.author,
-                "time": c.time,
-                "message": c.message,
-                "stats": c.stats,
-            }
-            for c in commits
-        ]
+        return [c.to_json() for c in self.repo.log(rev, n=offset + n)[offset:]]
 
     @locked
     def show(self, rev: str) -> dict[str, Any]:

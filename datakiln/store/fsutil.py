@@ -10,6 +10,7 @@ from __future__ import annotations
 import errno
 import fcntl
 import os
+import stat
 import time
 from pathlib import Path
 from types import TracebackType
@@ -39,6 +40,24 @@ def atomic_write(target: Path, data: bytes, tmp_dir: Path) -> None:
         os.fsync(f.fileno())
     os.replace(tmp, target)
     fsync_dir(target.parent)
+
+
+def read_regular(path: Path, limit: int) -> bytes:
+    """The bytes of the regular file ``path``, at most ``limit`` of them. Anything else (a FIFO,
+    a device, a folder, a link to /dev/zero) raises ``OSError`` at once instead of blocking or
+    filling memory: the files of a repository are read from a disk that someone else may have
+    written. A missing file raises ``FileNotFoundError``."""
+    fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK)
+    try:
+        st = os.fstat(fd)
+        if not stat.S_ISREG(st.st_mode):
+            raise OSError(errno.EINVAL, "not a regular file", str(path))
+        if st.st_size > limit:
+            raise OSError(errno.EFBIG, f"{st.st_size:,} bytes, over the {limit:,}-byte limit", str(path))
+        with os.fdopen(fd, "rb", closefd=False) as f:
+            return f.read(limit + 1)[:limit]
+    finally:
+        os.close(fd)
 
 
 def publish(tmp: Path, target: Path) -> None:

@@ -18,8 +18,10 @@ from typing import Any
 
 from ..errors import CorruptObject, MissingObject
 from .codec import canonical_json, check_oid, decode, encode, is_oid, object_id
-from .fsutil import fsync_dir, publish, temp_path
+from .fsutil import fsync_dir, publish, read_regular, temp_path
 from .packs import Pack, PackWriter
+
+OBJECT_MAX = 1 << 30  # bytes of a stored object: images are at most 64 MiB, a table segment far less
 
 __all__ = ["ObjectStore", "canonical_json", "check_oid", "decode", "encode", "is_oid", "object_id"]
 
@@ -85,7 +87,7 @@ class ObjectStore:
     def get(self, oid: str) -> bytes:
         path = self.loose_path(oid)
         try:
-            return decode(path.read_bytes(), oid, str(path))
+            return decode(read_regular(path, OBJECT_MAX), oid, str(path))
         except FileNotFoundError:
             pass
         except OSError as e:  # a folder, a device, unreadable: damage, named

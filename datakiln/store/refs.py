@@ -14,7 +14,7 @@ from pathlib import Path
 
 from ..errors import BadName, CorruptObject, RefMoved
 from .codec import check_oid
-from .fsutil import FileLock, atomic_write
+from .fsutil import FileLock, atomic_write, read_regular
 
 _NAME_OK = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._/-]*$")
 _HEX64 = re.compile(r"^[0-9a-f]{64}$")
@@ -40,6 +40,7 @@ def check_name(name: str, kind: str) -> str:
 
 
 REF_PREFIXES = ("refs/heads/", "refs/tags/")
+REF_MAX = 4096  # bytes of a ref file or HEAD: a commit id, or "ref: " and a name
 
 
 def valid_ref(ref: str) -> bool:
@@ -76,11 +77,16 @@ class Refs:
 
     def read(self, ref: str) -> str | None:
         """The commit id a ref points at, or None if the ref does not exist."""
+        path = self._path(ref)
         try:
-            value = self._path(ref).read_text().strip()
+            value = read_regular(path, REF_MAX).decode().strip()
         except (FileNotFoundError, NotADirectoryError):
             return None
-        except (OSError, UnicodeDecodeError) as e:
+        except OSError as e:
+            if path.is_dir():
+                return None  # refs/heads/a when refs/heads/a/b exists: a folder of refs, not a ref
+            raise CorruptObject(f"ref {ref} cannot be read ({e.strerror or e}); run 'kiln fsck'") from None
+        except UnicodeDecodeError as e:
             raise CorruptObject(f"ref {ref} cannot be read ({e}); run 'kiln fsck'") from None
         if not _HEX64.match(value):
             raise CorruptObject(f"ref {ref} holds {value[:80]!r}, not a commit id; run 'kiln fsck'")
@@ -89,7 +95,7 @@ class Refs:
     def head(self) -> tuple[str | None, str | None]:
         """(symbolic ref or None if detached, commit id or None if unborn)."""
         try:
-            text = (self.dir / "HEAD").read_text().strip()
+            text = read_regular(self.dir / "HEAD", REF_MAX).decode().strip()
         except (OSError, UnicodeDecodeError) as e:
             raise CorruptObject(f"{self.dir / 'HEAD'} cannot be read ({e}); run 'kiln fsck'") from None
         if text.startswith("ref: "):
