@@ -61,22 +61,18 @@ if TYPE_CHECKING:
     from .repo import Commit, ImportReport, Repo, Table
 
 # The public surface loads on first use, so `kiln --help` (which imports this package) pays for
-# none of it, and `import datakiln` loads no numpy: Model and BuildResult pull in numpy.
+# none of it, and `import datakiln` loads no numpy: the compiler's types and functions pull it in.
+# Name -> (module, attribute).
 _LAZY = {
-    "Repo": "datakiln.repo",
-    "Commit": "datakiln.repo",
-    "Table": "datakiln.repo",
-    "ImportReport": "datakiln.repo",
-    "Spec": "datakiln.compile.spec",
-    "BuildResult": "datakiln.compile.builder",
-    "BuildRecord": "datakiln.compile.records",
-    "Model": "datakiln.package",
-    "Predictions": "datakiln.package",
-}
-
-
-# The public functions, loaded on first use like the types (each pulls in the compiler).
-_FUNCTIONS = {
+    "Repo": ("datakiln.repo", "Repo"),
+    "Commit": ("datakiln.repo", "Commit"),
+    "Table": ("datakiln.repo", "Table"),
+    "ImportReport": ("datakiln.repo", "ImportReport"),
+    "Spec": ("datakiln.compile.spec", "Spec"),
+    "BuildResult": ("datakiln.compile.builder", "BuildResult"),
+    "BuildRecord": ("datakiln.compile.records", "BuildRecord"),
+    "Model": ("datakiln.package", "Model"),
+    "Predictions": ("datakiln.package", "Predictions"),
     "build": ("datakiln.compile.builder", "build"),  # train (or find cached) the model of a commit
     "builds": ("datakiln.compile.records", "list_builds"),  # every finished build, oldest first
     "find_build": ("datakiln.compile.records", "find_build"),  # a build by id prefix; None: the newest
@@ -89,13 +85,9 @@ _SUBPACKAGES = {"review", "insight", "compile", "package", "sources", "store"}
 def __getattr__(name: str) -> Any:
     if name in _SUBPACKAGES:  # `datakiln.review.label_issues(repo)` without an import of its own
         return importlib.import_module(f"datakiln.{name}")
-    if name in _FUNCTIONS:
-        module, attr = _FUNCTIONS[name]
-        value = getattr(importlib.import_module(module), attr)
-        globals()[name] = value
-        return value
     if name in _LAZY:
-        value = getattr(importlib.import_module(_LAZY[name]), name)
+        module, attr = _LAZY[name]
+        value = getattr(importlib.import_module(module), attr)
         globals()[name] = value  # once: later lookups are plain attribute reads
         return value
     raise AttributeError(f"module 'datakiln' has no attribute {name!r}")

@@ -24,7 +24,7 @@ from ..repo import label_source
 from ..repo.table import META_PREFIX, SPLITS, Table
 from ..store.fsutil import temp_path
 from ..store.objects import ObjectStore
-from .spec import InputSpec, Spec
+from .spec import CNN_BASE, InputSpec, Spec, channels
 
 if TYPE_CHECKING:
     from ..repo import Repo
@@ -229,8 +229,6 @@ def check_memory(n: int, size: list[int], channels: int, spec: Spec) -> None:
 
 
 def channels_of(spec: Spec) -> int:
-    from .spec import CNN_BASE, channels
-
     return channels(CNN_BASE, spec.model.width)
 
 

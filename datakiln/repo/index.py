@@ -101,11 +101,7 @@ class StateIndex:
 
     def label_names(self) -> set[str]:
         """Every distinct label an example has."""
-        counts = [0] * len(self.label_vocab)
-        for code in self.labels:
-            if code >= 0:
-                counts[code] += 1
-        return {str(v) for v, n in zip(self.label_vocab, counts) if n}
+        return {str(self.label_vocab[code]) for code in set(self.labels) if code >= 0}
 
     def stats(self) -> dict[str, int]:
         return {"examples": len(self), "labeled": len(self) - self.labels.count(-1)}
