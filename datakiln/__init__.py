@@ -26,6 +26,7 @@ from .errors import (
     BadName,
     BadPackage,
     BadSpec,
+    BuildFailed,
     BuildNotFound,
     ConcurrencyError,
     CorruptObject,
@@ -137,5 +138,6 @@ __all__ = [
     "BuildNotFound",
     "BadSpec",
     "NotBuildable",
+    "BuildFailed",
     "BadPackage",
 ]

@@ -22,7 +22,8 @@
     │   ├── NothingToCommit
     │   ├── MergeInProgress
     │   ├── UnresolvedConflicts
-    │   └── NotBuildable           too few labels or classes to train on
+    │   ├── NotBuildable           too few labels or classes to train on
+    │   └── BuildFailed            a build worker failed or died; nothing was kept
     ├── ConcurrencyError           another writer got there first; retry
     │   ├── LockTimeout
     │   ├── RefMoved
@@ -121,6 +122,10 @@ class UnresolvedConflicts(StateError):
 
 class NotBuildable(StateError):
     """The commit has too few labeled examples or classes to train a model."""
+
+
+class BuildFailed(StateError):
+    """A fit failed in a build worker, or a worker died; the build kept nothing."""
 
 
 class ConcurrencyError(KilnError):

@@ -56,12 +56,25 @@ class Progress:
             sys.stderr.flush()
 
 
+_json_lines = False
+
+
+def json_lines(on: bool = True) -> None:
+    """Also write every progress event to stderr as one JSON line (``kiln build --json``)."""
+    global _json_lines
+    _json_lines = on
+
+
 def report_progress(**event: Any) -> None:
-    """Write ``event`` as JSON to the file named by KILN_PROGRESS_FILE, if set (``kiln ui`` polls it).
+    """Write ``event`` as JSON to the file named by KILN_PROGRESS_FILE, if set (``kiln ui`` polls
+    it), and as a line on stderr after ``json_lines()``.
 
     Written to a temp file and renamed, so a reader sees a whole event; not fsynced, because
     progress that a crash loses is worth nothing.
     """
+    if _json_lines:
+        sys.stderr.write(json.dumps({"event": "progress", **event, "time": round(time.time(), 3)}) + "\n")
+        sys.stderr.flush()
     path = os.environ.get(PROGRESS_FILE_ENV)
     if not path:
         return

@@ -15,7 +15,24 @@ from typing import Any
 from ..errors import KilnError
 from .base import command, out_json, repo, short, when
 
-OVERRIDE_TYPES = {"arch": str, "width": float}  # the other short keys take integers
+
+def _int_or_auto(v: str) -> int | str:
+    if v == "auto":
+        return v
+    try:
+        return int(v)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f'{v!r} is not an integer or "auto"') from None
+
+
+# The short keys' types on the command line; the others take integers.
+OVERRIDE_TYPES: dict[str, Any] = {
+    "arch": str,
+    "width": float,
+    "device": str,
+    "epochs": _int_or_auto,
+    "workers": _int_or_auto,
+}
 
 
 def _spec_args(p: argparse.ArgumentParser) -> None:
@@ -50,12 +67,20 @@ def _build_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("rev", nargs="?", default="HEAD", help="commit to build (default: HEAD)")
     _spec_args(p)
     p.add_argument("--no-cache", action="store_true", help="train again even if this build exists")
-    p.add_argument("--json", action="store_true", help="print id, package, cached and metrics as JSON")
+    p.add_argument(
+        "--cold", action="store_true", help="train from scratch: no warm start from a build of an earlier commit"
+    )
+    p.add_argument(
+        "--json",
+        action="store_true",
+        help="print id, package, cached and metrics as JSON (progress events: JSON lines on stderr)",
+    )
 
 
 @command(
     "build",
-    "kiln build\n  kiln build --width 0.5\n  kiln build main~3 --spec other.toml --json",
+    "kiln build\n  kiln build --cold --workers 2\n  kiln build main~3 --spec other.toml --json\n"
+    "  torchrun --nproc-per-node 2 -m datakiln build",
     _build_args,
 )
 def cmd_build(a: argparse.Namespace) -> None:
@@ -68,18 +93,26 @@ def cmd_build(a: argparse.Namespace) -> None:
         )
     from ..compile import jobs
     from ..compile.builder import build
+    from ..progress import json_lines
 
     spec = _spec(a)
+    if a.json:
+        json_lines()
     with jobs.recorded(r, a.rev, _overrides(a)) as done:
-        res = build(r, a.rev, spec, no_cache=a.no_cache)
+        res = build(r, a.rev, spec, no_cache=a.no_cache, cold=a.cold, progress=False if a.json else None)
         s = res.summary()
         done(dict(s), res.cached)
+    from ..compile.distributed import is_main
+
+    if not is_main():
+        return  # under torchrun, rank 0 speaks for the build
     if a.json:
         out_json(s)
         return
     v, t = s["metrics"]["valid"], s["metrics"]["test"]
     how = "cached build" if res.cached else f"built in {s['seconds']:.1f} s"
-    print(f"{how} {s['id'][:12]} of commit {short(s['commit'])}: valid {_acc(v)}, test {_acc(t)}")
+    warm = f" (warm from {s['warm_from'][:12]}; --cold to train from scratch)" if s["warm_from"] else ""
+    print(f"{how} {s['id'][:12]} of commit {short(s['commit'])}: valid {_acc(v)}, test {_acc(t)}{warm}")
     print(f"package: {s['package']}")
 
 
@@ -93,36 +126,69 @@ def _json_arg(p: argparse.ArgumentParser) -> None:
 
 @command("builds", "kiln builds", _json_arg)
 def cmd_builds(a: argparse.Namespace) -> None:
-    rows = []
-    from ..compile.records import list_builds
+    from ..compile.records import default_build, list_builds
 
-    for b in list_builds(repo(a)):
-        r = b.record
+    r = repo(a)
+    builds = list_builds(r)
+    found = default_build(r, builds)
+    default, why = found if found else (None, "")
+    rows = []
+    for b in builds:
+        rec = b.record
         rows.append(
             {
                 "id": b.id,
-                "commit": r["lineage"]["commit"],
-                "spec": _spec_line(r["spec"]),
-                "valid_accuracy": r["metrics"]["valid"]["accuracy"],
-                "test_accuracy": r["metrics"]["test"]["accuracy"],
-                "seconds": r["seconds"]["total"],
-                "created": r["created"],
+                "commit": rec["lineage"]["commit"],
+                "spec": spec_line(rec["spec"], rec.get("resolved")),
+                "warm_from": (rec.get("warm") or {}).get("parent"),
+                "valid_accuracy": rec["metrics"]["valid"]["accuracy"],
+                "test_accuracy": rec["metrics"]["test"]["accuracy"],
+                "seconds": rec["seconds"]["total"],
+                "created": rec["created"],
+                "default": default is not None and b.id == default.id,
             }
         )
     if a.json:
         out_json(rows)
         return
-    print(f"{'build':<12}  {'commit':<10}  {'spec':<32}  {'valid':>6}  {'test':>6}  {'secs':>6}  created")
+    print(f"  {'build':<12}  {'commit':<10}  {'valid':>6}  {'test':>6}  {'secs':>6}  {'created':<19}  spec")
     for x in rows:
+        warm = f"  warm from {x['warm_from'][:8]}" if x["warm_from"] else ""
         print(
-            f"{x['id'][:12]}  {short(x['commit'])}  {x['spec']:<32}  {_f(x['valid_accuracy'])}  "
-            f"{_f(x['test_accuracy'])}  {x['seconds']:>6.1f}  {when(int(x['created']))}"
+            f"{'*' if x['default'] else ' '} {x['id'][:12]}  {short(x['commit'])}  {_f(x['valid_accuracy'])}  "
+            f"{_f(x['test_accuracy'])}  {x['seconds']:>6.1f}  {when(int(x['created']))}  {x['spec']}{warm}"
         )
+    if default is not None:
+        print(f"\n* the default build of report, issues and ui: {why}")
 
 
-def _spec_line(spec: dict[str, Any]) -> str:
+def spec_line(spec: dict[str, Any], resolved: dict[str, Any] | None = None) -> str:
+    """The spec in one line: the usual keys, then every other key that changes the weights and
+    differs from its default (so two builds that differ print differently). "auto" values show
+    what they resolved to, e.g. ``e=auto:6``."""
+    from ..compile.spec import NOT_IN_ID, Spec
+
+    got = resolved or {}
     m, t = spec["model"], spec["train"]
-    return f"{m['arch']} w={m['width']:g} d={m['depth']} e={t['epochs']} f={t['folds']} s={t['seed']}"
+
+    def auto(v: Any, key: str) -> str:
+        return f"auto:{got[key]}" if v == "auto" and key in got else str(v)
+
+    line = f"{m['arch']} w={m['width']:g} d={m['depth']} e={auto(t['epochs'], 'epochs')} f={t['folds']} s={t['seed']}"
+    shown = {
+        ("model", "arch"),
+        ("model", "width"),
+        ("model", "depth"),
+        *(("train", k) for k in ("epochs", "folds", "seed")),
+    }
+    defaults = Spec().to_dict()
+    extra = [
+        f"{section}.{k}={auto(v, k) if section != 'input' else v}"
+        for section, keys in spec.items()
+        for k, v in keys.items()
+        if (section, k) not in shown | NOT_IN_ID and defaults.get(section, {}).get(k, v) != v
+    ]
+    return " ".join([line, *extra])
 
 
 def _f(v: float | None) -> str:
@@ -130,23 +196,37 @@ def _f(v: float | None) -> str:
 
 
 def _report_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("build", nargs="?", help="build id or prefix (default: the newest build)")
+    p.add_argument("build", nargs="?", help="build id or prefix (default: the build 'kiln builds' marks with *)")
     _json_arg(p)
 
 
 @command("report", "kiln report", _report_args)
 def cmd_report(a: argparse.Namespace) -> None:
-    from ..compile.records import find_build
+    from ..compile.records import default_build, find_build, list_builds
     from ..compile.report import report
 
-    rep = report(find_build(repo(a), a.build))
+    r = repo(a)
+    builds = list_builds(r)
+    rep = report(find_build(r, a.build), builds)
+    if a.build is None and (found := default_build(r, builds)):
+        rep["default_because"] = found[1]
     if a.json:
         out_json(rep)
         return
     m = rep["metrics"]
-    print(f"build {rep['id'][:12]} of commit {short(rep['commit'])}  ({_spec_line(rep['spec'])})")
+    print(f"build {rep['id'][:12]} of commit {short(rep['commit'])}  ({spec_line(rep['spec'], rep['resolved'])})")
+    if rep.get("default_because"):
+        print(f"  (no build named: {rep['default_because']})")
     oos = _acc(m["train_oos"]) if m["train_oos"]["n"] else "n/a (no cross-fitting: train.folds = 0)"
     print(f"accuracy: valid {_acc(m['valid'])}, test {_acc(m['test'])}, train out-of-sample {oos}")
+    if rep["warm"]:
+        print(f"warm build: started from build {rep['warm']['parent'][:12]} ({rep['warm']['fresh']} new or relabeled)")
+    if wc := rep["warm_vs_cold"]:
+        print(
+            f"warm vs cold (same data and spec): test {_g(wc['test']['warm'])} vs {_g(wc['test']['cold'])}, "
+            f"valid {_g(wc['valid']['warm'])} vs {_g(wc['valid']['cold'])}, "
+            f"{wc['seconds']['warm']:.1f} s vs {wc['seconds']['cold']:.1f} s"
+        )
     pc = rep["per_class"]
     print(f"\nper class ({pc['split']} split):\n  {'class':<16} {'precision':>9} {'recall':>7} {'f1':>6} {'n':>5}")
     for c in pc["classes"]:
@@ -242,7 +322,7 @@ def cmd_predict(a: argparse.Namespace) -> None:
 
 
 def _package_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("build", nargs="?", help="build id or prefix (default: the newest build)")
+    p.add_argument("build", nargs="?", help="build id or prefix (default: the build 'kiln builds' marks with *)")
     p.add_argument("-o", "--output", help="archive to write (default: NAME-VERSION.kiln.zip here)")
 
 

@@ -24,10 +24,16 @@ def _note_stale(r: Repo, build: str | None) -> None:
             "examples added since are not judged ('kiln build' updates it)",
             file=sys.stderr,
         )
+    if not b.record.get("training", {}).get("oos"):
+        print(
+            f"kiln: note: build {b.id[:12]} has no cross-fitting (train.folds = 0): its train examples are judged "
+            "in-sample, by a model that trained on them, so mislabels hide; build with train.folds >= 2",
+            file=sys.stderr,
+        )
 
 
 def _build_json(p: argparse.ArgumentParser) -> None:
-    p.add_argument("build", nargs="?", help="build id or prefix (default: the newest build)")
+    p.add_argument("build", nargs="?", help="build id or prefix (default: the build 'kiln builds' marks with *)")
     p.add_argument("--json", action="store_true", help="print JSON")
 
 

@@ -31,14 +31,18 @@ from ..insight import metrics
 from ..package.format import write_package
 from ..progress import progress_enabled, report_progress
 from ..version import __version__
-from .data import Examples, check_buildable, check_memory, folds_of, gather, normalization, pixels, resolve_input
+from . import distributed
+from .data import Examples, PixelFile, check_buildable, check_memory, gather, normalization, pixel_file
+from .fits import FINAL, FitContext, FitSummary, FitTask, fit_paths, run_fits
+from .plan import Resolved, folds_of, resolve, resolve_device
 from .records import BUILD_JSON, EXAMPLES, PREDICTIONS, BuildRecord, read_build
 from .spec import SPEC_FILE, Spec, load_spec
+from .warm import find_parent, fit_weights, fresh_positions, same_build
 
 if TYPE_CHECKING:
     from ..repo import Repo
 
-BUILD_FORMAT = 1
+BUILD_FORMAT = 2  # 2: folds by example id, per-step schedule, resolved "auto" keys, warm starts
 
 
 @dataclass
@@ -54,6 +58,7 @@ class BuildResult:
             "package": str(self.build.package),
             "cached": self.cached,
             "commit": r["lineage"]["commit"],
+            "warm_from": (r.get("warm") or {}).get("parent"),
             "metrics": {
                 s: {"accuracy": r["metrics"][s]["accuracy"], "n": r["metrics"][s]["n"]} for s in ("valid", "test")
             },
@@ -66,8 +71,21 @@ def default_spec(repo: Repo) -> Spec:
     return load_spec(path if path.is_file() else None)
 
 
-def build_id(state: str | None, spec: Spec) -> str:
-    key = {"build_format": BUILD_FORMAT, "state": state, "spec": spec.to_dict(), "datakiln": __version__}
+def build_id(state: str | None, spec: Spec, device: str = "cpu", parent: str | None = None, world: int = 1) -> str:
+    """What a build's bits depend on: the data, the weight-changing keys of the spec, the device
+    (and the torchrun world size, when more than 1), the datakiln version, and the build a warm
+    build started from (None: a cold build)."""
+    spec_key = spec.id_dict()
+    spec_key["train"]["device"] = device
+    if world > 1:
+        spec_key["train"]["world"] = world
+    key = {
+        "build_format": BUILD_FORMAT,
+        "state": state,
+        "spec": spec_key,
+        "datakiln": __version__,
+        "warm_from": parent,
+    }
     return hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:20]
 
 
@@ -77,38 +95,63 @@ def build(
     spec: Spec | None = None,
     *,
     no_cache: bool = False,
+    cold: bool = False,
     progress: bool | None = None,
     **overrides: Any,
 ) -> BuildResult:
     """Train (or find in the cache) the model of ``rev`` under ``spec`` (default: kiln.toml).
 
-    ``overrides`` replace single keys: ``build(repo, width=0.5, epochs=10)``, or dotted
-    ``**{"augment.flip": True}``.
+    A build of this dataset state and spec on disk is the result (``cached``). Otherwise, when
+    a build of the same spec exists for an ancestor commit, each fit starts from its matching fit
+    and trains a short schedule (a *warm* build); ``cold=True`` trains from scratch. ``overrides``
+    replace single keys: ``build(repo, width=0.5)``, or dotted ``**{"augment.flip": True}``.
     """
     spec = spec or default_spec(repo)
     if overrides:
         spec = spec.with_overrides(**overrides)
     cid = repo.resolve(rev)
     commit = repo.read_commit(cid)
-    bid = build_id(commit.state, spec)
-    final = repo.layout.builds / bid
-    cached = read_build(final)
-    if cached is not None and not no_cache:
-        return BuildResult(cached, cached=True)
+    device = resolve_device(spec)
+    world = distributed.world_size()
+    if world > 1:
+        distributed.start(device)
+        cold = True  # a warm rebuild is short enough for one process: torchrun builds are cold
+    cold_final = repo.layout.builds / build_id(commit.state, spec, device, world=world)
+    if not no_cache:
+        found = read_build(cold_final) if cold else same_build(repo, commit.state, spec.hash(), device)
+        if world > 1:
+            found = _rank0_build(cold_final, found)
+        if found is not None:
+            return BuildResult(found, cached=True)
     ex = gather(repo.table_at(cid), use_model_labels=spec.train.use_model_labels)
     check_buildable(ex)
-    check_memory(len(ex), *resolve_input(spec.input, ex), spec)
+    fits = spec.train.folds + 1 if spec.train.folds >= 2 else 1
+    resolved = resolve(spec, ex, fits, world)
+    check_memory(len(ex), resolved, spec, len(ex.classes))
+    parent = None if cold else find_parent(repo, cid, commit.state, spec.hash(), resolved, ex, spec.train.folds)
+    bid = build_id(commit.state, spec, device, parent.id if parent else None, world)
+    final = repo.layout.builds / bid
     tmp = repo.tmp_dir / f"build-{bid}.{os.getpid()}.{time.monotonic_ns()}"
     tmp.mkdir(parents=True)
+    show = (progress_enabled() if progress is None else progress) and distributed.is_main()
     try:
         with interrupt.deferred():
-            _compile(repo, cid, commit.state, bid, spec, ex, tmp, progress_enabled() if progress is None else progress)
-        _publish(tmp, final)
+            _compile(repo, cid, commit.state, bid, spec, resolved, ex, parent, tmp, show)
+        if distributed.is_main():
+            _publish(tmp, final)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
+    if world > 1:
+        return BuildResult(_rank0_build(final, read_build(final) if distributed.is_main() else None), cached=False)  # type: ignore[arg-type]
     rec = read_build(final)
     assert rec is not None
     return BuildResult(rec, cached=False)
+
+
+def _rank0_build(d: Path, found: BuildRecord | None) -> BuildRecord | None:
+    """Under torchrun: rank 0's answer on every rank (the others may not share its filesystem)."""
+    record = distributed.share(found.record if found is not None and distributed.is_main() else None)
+    return None if record is None else BuildRecord(d, record)
 
 
 def _publish(tmp: Path, final: Path) -> None:
@@ -126,50 +169,61 @@ def _publish(tmp: Path, final: Path) -> None:
 
 @dataclass
 class Trained:
-    final: Any  # train.FitResult of the final model
+    final: FitSummary
     probs: np.ndarray  # (N, K) final model on every example
     pred_probs: np.ndarray  # (N, K) out-of-sample: fold models on train, the final model elsewhere
     embeddings: np.ndarray  # (N, D) final model
     fold: np.ndarray  # (N,) fold of each train example, -1 elsewhere
-    fold_epochs: list[int]
+    fits: dict[str, FitSummary]
+    fresh: int  # warm builds: train examples new or relabeled since the parent build
 
 
-def _cross_fit(x: np.ndarray, ex: Examples, spec: Spec, mean: list[float], std: list[float], show: bool) -> Trained:
-    from . import train as T
-    from .models import Classifier
-
+def _tasks(ex: Examples, spec: Spec, parent: BuildRecord | None) -> tuple[list[FitTask], np.ndarray]:
+    """The fits (the final model first: it is the longest) and the fold of every row (-1: none)."""
     t = spec.train
-    tr, va = ex.where("train"), ex.where("valid")
-    T.set_determinism(t.threads, t.seed)
+    tr = ex.where("train")
+    fold = np.full(len(ex), -1, dtype=np.int64)
+    every = np.arange(len(ex))
+    tasks = [FitTask(t.folds if t.folds >= 2 else 0, FINAL, t.seed, tr, every)]
+    if t.folds >= 2:
+        fold[tr] = folds_of([ex.ids[i] for i in tr], t.folds, t.seed)
+        for f in range(t.folds):
+            rows, held = tr[fold[tr] != f], tr[fold[tr] == f]
+            tasks.append(FitTask(f, f"fold-{f + 1}", t.seed + 1 + f, rows, held))
+    if parent is not None:
+        for task in tasks:
+            task.warm_from = str(fit_weights(parent, task.name))
+            task.fresh = fresh_positions(parent, ex, task.rows)
+    return tasks, fold
 
-    fits = t.folds + 1 if t.folds >= 2 else 1
 
-    def fit(idx: np.ndarray, seed: int, desc: str, i: int) -> Any:
-        torch_seed(seed)  # the initial weights depend on the seed only
-        model = Classifier(spec.model, x.shape[1:], len(ex.classes), mean, std)
-        bar = T.EpochBar(desc, t.epochs, show, fit=i, fits=fits)
-        try:
-            return T.fit(x[idx], ex.y[idx], x[va], ex.y[va], spec, model, seed=seed, on_epoch=bar)
-        finally:
-            bar.close()
-
+def _cross_fit(
+    px_path: Path,
+    ex: Examples,
+    spec: Spec,
+    resolved: Resolved,
+    mean: list[float],
+    std: list[float],
+    parent: BuildRecord | None,
+    out: Path,
+    show: bool,
+) -> Trained | None:
+    tasks, fold = _tasks(ex, spec, parent)
+    ctx = FitContext(
+        str(px_path), ex.y, ex.where("valid"), spec.to_dict(), resolved, mean, std, len(ex.classes), str(out)
+    )
+    fits = run_fits(ctx, tasks, resolved.workers, show)
+    if not distributed.is_main():
+        return None
     n, k = len(ex), len(ex.classes)
     pred_probs = np.zeros((n, k), dtype=np.float32)
-    fold = np.full(n, -1, dtype=np.int64)
-    fold_epochs = []
-    if t.folds >= 2:
-        f_of = folds_of(len(tr), t.folds, t.seed)
-        for f in range(t.folds):
-            res = fit(tr[f_of != f], t.seed + 1 + f, f"fold {f + 1}/{t.folds}", f)
-            held = tr[f_of == f]
-            pred_probs[held], _ = T.predict(res.model, x[held])
-            fold[held] = f
-            fold_epochs.append(res.best_epoch + 1)
-    final = fit(tr, t.seed, "final", fits - 1)
-    probs, emb = T.predict(final.model, x)
-    others = fold < 0
-    pred_probs[others] = probs[others]
-    return Trained(final, probs, pred_probs, emb, fold, fold_epochs)
+    for task in tasks:
+        probs = np.load(fit_paths(out, task.name)["probs"], allow_pickle=False)
+        pred_probs[task.predict] = probs  # the final model's first; the folds' then replace theirs
+    probs = np.load(fit_paths(out, FINAL)["probs"], allow_pickle=False)
+    emb = np.load(fit_paths(out, FINAL)["emb"], allow_pickle=False)
+    fresh = tasks[0].fresh
+    return Trained(fits[FINAL], probs, pred_probs, emb, fold, fits, 0 if fresh is None else len(fresh))
 
 
 def _contract(size: list[int], channels: int, mean: list[float], std: list[float]) -> dict[str, Any]:
@@ -189,22 +243,43 @@ def _contract(size: list[int], channels: int, mean: list[float], std: list[float
 
 
 def _compile(
-    repo: Repo, cid: str, state: str | None, bid: str, spec: Spec, ex: Examples, out: Path, show: bool
+    repo: Repo,
+    cid: str,
+    state: str | None,
+    bid: str,
+    spec: Spec,
+    resolved: Resolved,
+    ex: Examples,
+    parent: BuildRecord | None,
+    out: Path,
+    show: bool,
 ) -> None:
-    from .train import cpu_capability
-
     t0 = time.perf_counter()
     report_progress(phase="pixels", desc="decoding images", fraction=0.0)
-    size, channels = resolve_input(spec.input, ex)
-    x = pixels(repo.store, repo.layout.cache, ex, size, channels)
+    size, channels = resolved.size, resolved.channels
+    if not distributed.is_main():
+        distributed.barrier()  # rank 0 decodes; this rank then finds the pixels in the cache
+    px_path = pixel_file(repo.store, repo.layout.cache, ex, size, channels)
+    if resolved.world > 1 and distributed.is_main():
+        distributed.barrier()
+    px = PixelFile(px_path)
     tr, va, te = ex.where("train"), ex.where("valid"), ex.where("test")
-    mean, std = normalization(x, tr, spec.input.normalize)
+    if parent is not None:  # the parent's weights were trained on its normalisation: keep it
+        mean, std = parent.record["input"]["mean"], parent.record["input"]["std"]
+    else:
+        mean, std = normalization(px, tr, spec.input.normalize)
     t_pixels = time.perf_counter()
-    run = _cross_fit(x, ex, spec, mean, std, show)
+    run = _cross_fit(px_path, ex, spec, resolved, mean, std, parent, out, show)
     t_train = time.perf_counter()
-    model = run.final.model
+    if run is None:
+        return  # a torchrun rank but the first: rank 0 exports and writes the build
     report_progress(phase="export", desc="exporting ONNX", fraction=1.0)
-    weights, onnx_bytes, onnx_diff = _export(model, x[np.concatenate([va, te])[:256]], (channels, size[0], size[1]))
+    final_weights = fit_paths(out, FINAL)["weights"]
+    weights = final_weights.read_bytes()
+    sample = px.take(np.concatenate([va, te])[:256])
+    onnx_bytes, onnx_diff = _export(spec, resolved, len(ex.classes), mean, std, weights, sample)
+    px.close()
+    _tidy_fits(out)
     m = _metrics(ex, run)
     lineage = {
         "repo": repo.id,
@@ -215,41 +290,42 @@ def _compile(
         "build": bid,
     }
     contract = _contract(size, channels, mean, std)
+    dim = run.final.dim
     manifest = {
         "name": repo.root.name,
         "version": f"0.0.0+{bid[:12]}",
-        "architecture": {**dataclasses.asdict(spec.model), "embedding_dim": model.dim},
+        "architecture": {**dataclasses.asdict(spec.model), "stem": resolved.stem, "embedding_dim": dim},
         "spec": spec.to_dict(),
         "input": contract,
         "classes": ex.classes,
-        "outputs": {"probs": ["N", len(ex.classes)], "embedding": ["N", model.dim]},
+        "outputs": {"probs": ["N", len(ex.classes)], "embedding": ["N", dim]},
         "metrics": {s: m[s] for s in ("valid", "test")},
         "lineage": lineage,
     }
     write_package(out / "package", manifest, {"weights.safetensors": weights, "model.onnx": onnx_bytes})
     _write_predictions(out, ex, run.pred_probs, run.embeddings, run.fold)
     t_end = time.perf_counter()
+    folds = [run.fits[f"fold-{i + 1}"] for i in range(spec.train.folds)] if spec.train.folds >= 2 else []
     record = {
         "id": bid,
+        "format": BUILD_FORMAT,
         "created": time.time(),
         "lineage": lineage,
         "spec": spec.to_dict(),
+        "resolved": resolved.to_dict(),
         "input": contract,
         "classes": ex.classes,
         "metrics": m,
+        "warm": _warm_record(parent, run) if parent is not None else None,
         "training": {
             "epochs_run": run.final.epochs_run,
             "best_epoch": run.final.best_epoch + 1,
-            "fold_best_epochs": run.fold_epochs,
+            "fold_best_epochs": [f.best_epoch + 1 for f in folds],
             "history": run.final.history,
             "oos": spec.train.folds >= 2,
+            "fit_seconds": {name: f.seconds for name, f in sorted(run.fits.items())},
         },
-        "environment": {
-            "threads": spec.train.threads,
-            "cpu_capability": cpu_capability(),
-            "torch": _torch_version(),
-            "python": sys.version.split()[0],
-        },
+        "environment": _environment(spec, resolved),
         "weights_sha256": hashlib.sha256(weights).hexdigest(),
         "onnx_max_abs_diff": onnx_diff,
         "seconds": {
@@ -262,38 +338,79 @@ def _compile(
     (out / BUILD_JSON).write_text(json.dumps(record, indent=2, sort_keys=True) + "\n")
 
 
-def torch_seed(seed: int) -> None:
+def _warm_record(parent: BuildRecord, run: Trained) -> dict[str, Any]:
+    return {"parent": parent.id, "parent_commit": parent.record["lineage"]["commit"], "fresh": run.fresh}
+
+
+def _environment(spec: Spec, resolved: Resolved) -> dict[str, Any]:
+    """Where the build ran, and what a rebuild needs to reproduce its bits."""
+    import platform
+
+    cuda = resolved.device == "cuda"
+    return {
+        "threads": spec.train.threads,
+        "workers": resolved.workers,
+        "device": resolved.device,
+        "device_name": _cuda_name() if cuda else platform.processor() or platform.machine(),
+        "cpu_capability": _torch_attr("cpu_capability"),
+        "torch": _torch_attr("version"),
+        "python": sys.version.split()[0],
+        # Bit-identical weights need the same threads and instruction set on a CPU; on a GPU the
+        # same model of GPU, CUDA and cuDNN (deterministic kernels are forced either way).
+        "bit_reproducible": "same GPU model, CUDA and cuDNN versions" if cuda else "same threads and CPU capability",
+    }
+
+
+def _tidy_fits(out: Path) -> None:
+    """Keep the fold models' weights (a warm rebuild starts from them); drop what the fits handed
+    over (their predictions, now in predictions.safetensors; the final weights, in the package)."""
+    for f in (out / "fits").iterdir():
+        if f.name.endswith(".npy") or f.name.startswith(FINAL + "."):
+            f.unlink()
+
+
+def _cuda_name() -> str:
     import torch
 
-    torch.manual_seed(seed)
+    return str(torch.cuda.get_device_name(0))
 
 
-def _torch_version() -> str:
+def _torch_attr(what: str) -> str:
     import torch
 
-    return str(torch.__version__)
+    if what == "version":
+        return str(torch.__version__)
+    return str(torch.backends.cpu.get_cpu_capability())
 
 
-def _export(model: Any, sample: np.ndarray, shape: tuple[int, int, int]) -> tuple[bytes, bytes, float]:
-    """safetensors weights, the ONNX graph, and the largest |onnx - torch| probability on ``sample``."""
+def _export(
+    spec: Spec,
+    resolved: Resolved,
+    classes: int,
+    mean: list[float],
+    std: list[float],
+    weights: bytes,
+    sample: np.ndarray,
+) -> tuple[bytes, float]:
+    """The ONNX graph of the final model, and its largest |onnx - torch| probability on ``sample``."""
     import onnxruntime as ort
     import torch
-    from safetensors.numpy import save
+    from safetensors.torch import load as load_weights
 
-    from .models import Exported
-    from .train import predict
+    from .models import Classifier, Exported
 
+    r = resolved
+    torch.set_num_threads(spec.train.threads)
+    model = Classifier(spec.model, (r.channels, r.size[0], r.size[1]), classes, mean, std, r.stem)
+    model.load_state_dict(load_weights(weights))
     model.eval()
-    weights = save(
-        {k: v.detach().contiguous().numpy() for k, v in model.state_dict().items()}, metadata={"format": "pt"}
-    )
     buf = io.BytesIO()
     with warnings.catch_warnings():
         # torch 2.13 steers to the dynamo exporter; the TorchScript one is the one that works here.
         warnings.simplefilter("ignore")
         torch.onnx.export(
-            Exported(model),
-            (torch.zeros((1, *shape)),),
+            Exported(model).eval(),  # export restores the module's mode afterwards: make that eval
+            (torch.zeros((1, r.channels, r.size[0], r.size[1])),),
             buf,  # type: ignore[arg-type]  # a file object works; the stub says path only
             dynamo=False,
             input_names=["pixels"],
@@ -302,11 +419,14 @@ def _export(model: Any, sample: np.ndarray, shape: tuple[int, int, int]) -> tupl
         )
     onnx_bytes = buf.getvalue()
     if len(sample) == 0:
-        return weights, onnx_bytes, 0.0
+        return onnx_bytes, 0.0
+    x = sample.astype(np.float32) / 255.0
+    model.eval()
     sess = ort.InferenceSession(onnx_bytes, providers=["CPUExecutionProvider"])
-    ort_probs = sess.run(["probs"], {"pixels": sample.astype(np.float32) / 255.0})[0]
-    torch_probs, _ = predict(model, sample)
-    return weights, onnx_bytes, float(np.abs(ort_probs - torch_probs).max())
+    ort_probs = sess.run(["probs"], {"pixels": x})[0]
+    with torch.no_grad():
+        torch_probs = torch.softmax(model(torch.from_numpy(x)), dim=1).numpy()
+    return onnx_bytes, float(np.abs(ort_probs - torch_probs).max())
 
 
 def _metrics(ex: Examples, run: Trained) -> dict[str, Any]:
@@ -339,12 +459,11 @@ def _metrics(ex: Examples, run: Trained) -> dict[str, Any]:
 
 
 def _write_predictions(out: Path, ex: Examples, pred_probs: np.ndarray, emb: np.ndarray, fold: np.ndarray) -> None:
-    from safetensors.numpy import save_file
+    from safetensors.numpy import save
 
-    save_file(
-        {"pred_probs": pred_probs, "embeddings": np.ascontiguousarray(emb, dtype=np.float32), "y": ex.y, "fold": fold},
-        str(out / PREDICTIONS),
-    )
+    # Bytes written by Python, not save_file: that creates its file 0600, unlike every other file.
+    arrays = {"pred_probs": pred_probs, "embeddings": np.ascontiguousarray(emb, dtype=np.float32), "y": ex.y}
+    (out / PREDICTIONS).write_bytes(save({**arrays, "fold": fold}))
     (out / EXAMPLES).write_text(
         json.dumps({"ids": ex.ids, "splits": ex.splits.tolist(), "labels": ex.labels, "sources": ex.sources})
     )

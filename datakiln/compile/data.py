@@ -127,27 +127,96 @@ def resolve_input(spec: InputSpec, ex: Examples) -> tuple[list[int], int]:
 
 
 def pixels(store: ObjectStore, cache_dir: Path, ex: Examples, size: list[int], channels: int) -> np.ndarray:
-    """(N, C, H, W) uint8 for every example, from the cache when these images were decoded before."""
+    """(N, C, H, W) uint8 for every example: a read-only memory map of the pixel cache file."""
+    path = pixel_file(store, cache_dir, ex, size, channels)
+    x: np.ndarray = np.load(path, mmap_mode="r", allow_pickle=False)
+    return x
+
+
+def pixel_file(store: ObjectStore, cache_dir: Path, ex: Examples, size: list[int], channels: int) -> Path:
+    """The ``.npy`` file of (N, C, H, W) uint8 pixels of every example, decoded now unless these
+    images were decoded under this contract before. Written a block at a time, so decoding
+    200,000 images holds one block in memory, not the 2.4 GB they make."""
     key = hashlib.sha256(f"{size}|{channels}|".encode() + "".join(ex.blobs).encode()).hexdigest()[:32]
     path = cache_dir / f"pixels-{key}.npy"
     shape = (len(ex), channels, size[0], size[1])
     if path.is_file():
         try:
-            cached: np.ndarray = np.load(path, allow_pickle=False)
-            if cached.shape == shape and cached.dtype == np.uint8:
-                return cached
+            if PixelFile(path).shape == shape:
+                os.utime(path)  # the newest caches survive pruning
+                return path
         except (OSError, ValueError):
             pass  # a damaged cache file is rebuilt below
-    out = np.empty(shape, dtype=np.uint8)
-    with Progress(len(ex), "decode") as bar:
-        for start, block in _decoded(store, ex, size, channels):
-            interrupt.check()
-            out[start : start + len(block)] = block
-            bar.update(len(block))
     cache_dir.mkdir(parents=True, exist_ok=True)
-    _save_npy(path, out, cache_dir)
+    tmp = temp_path(cache_dir, path.name)
+    try:
+        with open(tmp, "wb") as f:
+            np.lib.format.write_array_header_1_0(f, {"descr": "|u1", "fortran_order": False, "shape": shape})
+            with Progress(len(ex), "decode") as bar:
+                for _, block in _decoded(store, ex, size, channels):
+                    interrupt.check()
+                    f.write(np.ascontiguousarray(block).data)
+                    bar.update(len(block))
+        # No fsync: the cache is disposable, and a torn file fails its shape check and is rebuilt.
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
     _prune(cache_dir, keep=path)
-    return out
+    return path
+
+
+class PixelFile:
+    """Rows of a pixel cache file, read with ``pread``: a training batch reads its 64 rows and no
+    more, and what was read is not mapped into the process (so it never counts toward its memory,
+    as a memory map's pages do), however large the file."""
+
+    def __init__(self, path: Path | str) -> None:
+        self.path = str(path)
+        with open(self.path, "rb") as f:
+            version = np.lib.format.read_magic(f)
+            read = np.lib.format.read_array_header_1_0 if version == (1, 0) else np.lib.format.read_array_header_2_0
+            shape, fortran, dtype = read(f)
+            self.offset = f.tell()
+        if dtype != np.uint8 or fortran or len(shape) != 4:
+            raise ValueError(f"{path}: not a (N, C, H, W) uint8 pixel file")
+        self.shape: tuple[int, int, int, int] = tuple(shape)  # type: ignore[assignment]
+        self.row_bytes = int(np.prod(shape[1:]))
+        if os.path.getsize(self.path) != self.offset + self.row_bytes * shape[0]:
+            raise ValueError(f"{path}: truncated pixel file")
+        self._fd: int | None = None
+
+    def __len__(self) -> int:
+        return self.shape[0]
+
+    def _file(self) -> int:
+        if self._fd is None:
+            self._fd = os.open(self.path, os.O_RDONLY)
+        return self._fd
+
+    def take(self, rows: np.ndarray) -> np.ndarray:
+        """(len(rows), C, H, W) uint8, in the order of ``rows``; runs of consecutive rows are one read."""
+        out = np.empty((len(rows), *self.shape[1:]), dtype=np.uint8)
+        flat = out.reshape(len(rows), self.row_bytes)
+        fd, rb = self._file(), self.row_bytes
+        rows = np.asarray(rows, dtype=np.int64)
+        i = 0
+        while i < len(rows):
+            j = i + 1
+            while j < len(rows) and rows[j] == rows[j - 1] + 1:
+                j += 1
+            data = os.pread(fd, rb * (j - i), self.offset + int(rows[i]) * rb)
+            flat[i:j] = np.frombuffer(data, dtype=np.uint8).reshape(j - i, rb)
+            i = j
+        return out
+
+    def close(self) -> None:
+        if self._fd is not None:
+            os.close(self._fd)
+            self._fd = None
+
+    def __getstate__(self) -> dict[str, Any]:
+        return {**self.__dict__, "_fd": None}  # a worker process opens its own descriptor
 
 
 DECODE_BLOCK = 512  # images a worker decodes per task
@@ -193,38 +262,29 @@ def _prune(cache_dir: Path, keep: Path, newest: int = CACHE_KEEP) -> None:
             old.unlink(missing_ok=True)
 
 
-def _save_npy(path: Path, a: np.ndarray, tmp_dir: Path) -> None:
-    """``a`` to ``path`` through a temp file and a rename: streamed, never a second copy in memory.
-    No fsync: the cache is disposable, and a torn file fails to load and is rebuilt."""
-    tmp = temp_path(tmp_dir, path.name)
-    try:
-        with open(tmp, "wb") as f:
-            np.save(f, a, allow_pickle=False)
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
-
-
-def check_memory(n: int, size: list[int], channels: int, spec: Spec) -> None:
-    """Refuse a build whose pixels and largest training activations would not fit in memory,
-    before decoding an image: a 1024 x 1024 input used to fail after minutes with a MemoryError."""
-    pixels_bytes = n * channels * size[0] * size[1]
+def check_memory(n: int, resolved: Any, spec: Spec, classes: int) -> None:
+    """Refuse a build whose training activations and outputs would not fit in memory, before
+    decoding an image (a 1024 x 1024 input used to fail after minutes with a MemoryError).
+    Pixels are not counted: they are read from the cache file a batch at a time."""
+    size, channels, stem = resolved.size, resolved.channels, resolved.stem
     batch = min(spec.train.batch_size, max(n, 1))
     if spec.model.arch == "cnn":
-        # First block at full resolution: two conv outputs, their norms and activations, kept for
-        # the backward pass, and their gradients: about 8 float32 maps of its channels.
-        act = batch * channels_of(spec) * size[0] * size[1] * 4 * 8
+        # The first full-resolution maps (the stem's, or the first block's: two conv outputs, their
+        # norms and activations, kept for the backward pass, and their gradients): about 8 float32
+        # maps of the first block's channels.
+        act = batch * channels_of(spec) * (size[0] // stem) * (size[1] // stem) * 4 * 8
+        act += batch * channels * size[0] * size[1] * 4 * 3  # the batch itself, as float32
     else:
         act = batch * channels * size[0] * size[1] * 4 * 4
-    # Twice the pixels: the decoded array, and the train rows a fit copies out of it.
-    need, budget = 2 * pixels_bytes + act, memory_budget()
+    dim = channels_of(spec) * 2 ** max(spec.model.depth - 1, 0)
+    outputs = n * (classes * 3 + dim) * 4  # probabilities (a copy per fit's and the final's) and embeddings
+    need, budget = resolved.workers * act + outputs, memory_budget()
     if need > budget:
         raise BadSpec(
-            f"input.size {size} needs about {need / 2**30:.1f} GiB to train (2 x {pixels_bytes / 2**30:.1f} GiB of pixels "
-            f"for {n:,} images, {act / 2**30:.1f} GiB for a batch of {batch}); this machine allows "
-            f"{budget / 2**30:.1f} GiB ({MEMORY_ENV} or free memory). Use a smaller input.size, e.g. [64, 64], "
-            "or a smaller train.batch_size"
+            f"input.size {size} needs about {need / 2**30:.1f} GiB to train ({resolved.workers} worker(s) x "
+            f"{act / 2**30:.1f} GiB for a batch of {batch}, {outputs / 2**30:.1f} GiB of outputs for {n:,} images); "
+            f"this machine allows {budget / 2**30:.1f} GiB ({MEMORY_ENV} or free memory). Use a smaller input.size, "
+            "e.g. [64, 64], a smaller train.batch_size, or fewer train.workers"
         )
 
 
@@ -256,7 +316,7 @@ def memory_budget() -> int:
     return int(os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_AVPHYS_PAGES") * 0.8)
 
 
-def normalization(x: np.ndarray, train: np.ndarray, how: str) -> tuple[list[float], list[float]]:
+def normalization(x: PixelFile, train: np.ndarray, how: str) -> tuple[list[float], list[float]]:
     """Per-channel mean and std (of x/255) over the train rows. Sums of the uint8 values and of
     their squares are exact integers, taken a block of rows at a time: no float copy of the data."""
     channels = x.shape[1]
@@ -265,7 +325,7 @@ def normalization(x: np.ndarray, train: np.ndarray, how: str) -> tuple[list[floa
     total = np.zeros(channels, dtype=np.int64)
     squares = np.zeros(channels, dtype=np.int64)
     for start in range(0, len(train), NORM_BLOCK):
-        block = x[train[start : start + NORM_BLOCK]].astype(np.int64)
+        block = x.take(np.sort(train[start : start + NORM_BLOCK])).astype(np.int64)
         total += block.sum(axis=(0, 2, 3))
         squares += (block * block).sum(axis=(0, 2, 3))
     n = len(train) * x.shape[2] * x.shape[3]
@@ -273,14 +333,6 @@ def normalization(x: np.ndarray, train: np.ndarray, how: str) -> tuple[list[floa
     var = np.maximum(squares / n / 255.0**2 - mean**2, 0.0)
     std = np.maximum(np.sqrt(var), 1e-3)
     return [round(float(v), 6) for v in mean], [round(float(v), 6) for v in std]
-
-
-def folds_of(n_train: int, folds: int, seed: int) -> np.ndarray:
-    """Fold number per train example: a seeded permutation dealt round-robin, so folds differ by at most one."""
-    order = np.random.default_rng(seed).permutation(n_train)
-    out = np.empty(n_train, dtype=np.int64)
-    out[order] = np.arange(n_train) % max(folds, 1)
-    return out
 
 
 def dataset(
@@ -296,6 +348,6 @@ def dataset(
     spec = spec or default_spec(repo)
     ex = gather(repo.table(commit), use_model_labels=spec.train.use_model_labels)
     size, channels = resolve_input(spec.input, ex)
-    x = pixels(repo.store, repo.layout.cache, ex, size, channels)
+    x = pixels(repo.store, repo.layout.cache, ex, size, channels)  # a memory map: rows load when read
     idx = ex.where(split, labeled=labeled)
-    return ExampleDataset(x[idx], ex.y[idx], [ex.ids[i] for i in idx], ex.classes)
+    return ExampleDataset(x, idx, ex.y[idx], [ex.ids[i] for i in idx], ex.classes)

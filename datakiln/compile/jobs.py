@@ -85,7 +85,7 @@ def recorded(repo: Repo, rev: str, overrides: dict[str, Any]) -> Iterator[Callab
     shows it with its progress and starts no second build beside it. Yields ``done(summary,
     cached)``: a cached build (no work) leaves no record. A process ``start`` launched is already
     a job and records nothing more."""
-    if os.environ.get(JOB_ENV):
+    if os.environ.get(JOB_ENV) or int(os.environ.get("RANK") or 0) > 0:  # a job already, or a torchrun rank but 0
         yield lambda summary, cached: None
         return
     cid = repo.resolve(rev)  # before the job exists: a bad revision leaves no record behind

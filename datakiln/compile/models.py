@@ -21,9 +21,19 @@ def conv_block(c_in: int, c_out: int, pool: bool) -> nn.Sequential:
     return nn.Sequential(*layers)
 
 
-def cnn_features(spec: ModelSpec, shape: tuple[int, int, int]) -> tuple[nn.Module, int]:
+def cnn_features(spec: ModelSpec, shape: tuple[int, int, int], stem: int = 1) -> tuple[nn.Module, int]:
     c, h, w = shape
     blocks: list[nn.Module] = []
+    if stem > 1:
+        # A patch convolution: each stem x stem patch becomes one pixel of the first block's input,
+        # so a 64 px image costs the blocks what a 16 px one does.
+        c_out = channels(CNN_BASE, spec.width)
+        blocks.append(
+            nn.Sequential(
+                nn.Conv2d(c, c_out, stem, stride=stem, bias=False), nn.BatchNorm2d(c_out), nn.ReLU(inplace=True)
+            )
+        )
+        c, h, w = c_out, h // stem, w // stem
     for i in range(spec.depth):
         c_out = channels(CNN_BASE, spec.width, 2**i)
         pool = min(h, w) >= 4  # pool while the map has room: 8x8 digits pool twice, to 2x2
@@ -33,7 +43,7 @@ def cnn_features(spec: ModelSpec, shape: tuple[int, int, int]) -> tuple[nn.Modul
     return nn.Sequential(*blocks), c
 
 
-def mlp_features(spec: ModelSpec, shape: tuple[int, int, int]) -> tuple[nn.Module, int]:
+def mlp_features(spec: ModelSpec, shape: tuple[int, int, int], stem: int = 1) -> tuple[nn.Module, int]:
     d = shape[0] * shape[1] * shape[2]
     hidden = channels(MLP_BASE, spec.width)
     layers: list[nn.Module] = [nn.Flatten()]
@@ -50,11 +60,17 @@ class Classifier(nn.Module):
     std: torch.Tensor
 
     def __init__(
-        self, spec: ModelSpec, shape: tuple[int, int, int], classes: int, mean: list[float], std: list[float]
+        self,
+        spec: ModelSpec,
+        shape: tuple[int, int, int],
+        classes: int,
+        mean: list[float],
+        std: list[float],
+        stem: int = 1,
     ) -> None:
         super().__init__()
         make = cnn_features if spec.arch == "cnn" else mlp_features
-        self.features, self.dim = make(spec, shape)
+        self.features, self.dim = make(spec, shape, stem)
         self.register_buffer("mean", torch.tensor(mean, dtype=torch.float32).view(1, -1, 1, 1))
         self.register_buffer("std", torch.tensor(std, dtype=torch.float32).view(1, -1, 1, 1))
         self.dropout = nn.Dropout(spec.dropout)

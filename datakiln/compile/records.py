@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from ..errors import BuildNotFound
+from ..errors import BuildNotFound, KilnError
 
 if TYPE_CHECKING:
     from ..package import Model
@@ -94,12 +94,52 @@ def prune_leftovers(repo: Repo) -> int:
     return gone
 
 
+def default_build(repo: Repo, builds: list[BuildRecord] | None = None) -> tuple[BuildRecord, str] | None:
+    """The build that ``kiln report``, ``kiln issues`` and ``kiln ui`` use when none is named, and
+    why: the one ``kiln build`` would give now (HEAD under kiln.toml), else the newest build of
+    HEAD (with out-of-sample predictions first), else the newest build (the same way). Not
+    simply the newest: a ``--no-cache`` rebuild of an old spec used to take over silently."""
+    from .builder import default_spec
+    from .plan import resolve_device
+    from .warm import same_build
+
+    builds = list_builds(repo) if builds is None else builds
+    if not builds:
+        return None
+    head = repo.head()[1]
+    if head is not None:
+        try:
+            spec = default_spec(repo)
+            state = repo.read_commit(head).state
+            hit = same_build(repo, state, spec.hash(), resolve_device(spec))
+        except KilnError:
+            hit = None  # a broken kiln.toml: fall back to the newest build of HEAD
+        if hit is not None:
+            return hit, "the build of HEAD under kiln.toml, as 'kiln build' gives it"
+        of_head = [b for b in builds if b.record["lineage"]["commit"] == head]
+        if of_head:
+            return _newest_oos(of_head), "the newest build of HEAD (none under kiln.toml's spec)"
+    return _newest_oos(builds), "the newest build (none is of HEAD)"
+
+
+def _newest_oos(builds: list[BuildRecord]) -> BuildRecord:
+    """The newest with out-of-sample predictions (a quick ``folds = 0`` build judges train rows
+    in-sample and finds almost no suspects), else the newest."""
+    oos = [b for b in builds if b.record.get("training", {}).get("oos")]
+    return (oos or builds)[-1]
+
+
 def find_build(repo: Repo, ref: str | None = None) -> BuildRecord:
-    """The build a full id or unique prefix names; the newest build for None or ``latest``."""
+    """The build a full id or unique prefix names; for None the default build (``default_build``),
+    for ``latest`` the newest."""
     builds = list_builds(repo)
     if not builds:
         raise BuildNotFound(f"no builds in {repo.root} yet; run 'kiln build'")
-    if ref in (None, "latest"):
+    if ref is None:
+        found = default_build(repo, builds)
+        assert found is not None
+        return found[0]
+    if ref == "latest":
         return builds[-1]
     assert ref is not None
     if len(ref) < 4:

@@ -9,14 +9,19 @@ import numpy as np
 from .records import BuildRecord
 
 
-def report(b: BuildRecord) -> dict[str, Any]:
-    """The shape of ``kiln report --json``: metrics, per-class table, confusion matrix, slices."""
+def report(b: BuildRecord, builds: list[BuildRecord] | None = None) -> dict[str, Any]:
+    """The shape of ``kiln report --json``: metrics, per-class table, confusion matrix, slices;
+    with ``builds`` (every build), how a warm build compares with the cold build of the same
+    data and spec when both exist."""
     r = b.record
     m = r["metrics"]
     return {
         "id": r["id"],
         "commit": r["lineage"]["commit"],
         "spec": r["spec"],
+        "resolved": r.get("resolved", {}),
+        "warm": r.get("warm"),
+        "warm_vs_cold": warm_vs_cold(b, builds or []),
         "input": r["input"],
         "classes": r["classes"],
         "metrics": {s: m[s] for s in ("valid", "test", "train_oos")},
@@ -27,6 +32,27 @@ def report(b: BuildRecord) -> dict[str, Any]:
         "environment": r["environment"],
         "seconds": r["seconds"],
         "package": str(b.package),
+    }
+
+
+def warm_vs_cold(b: BuildRecord, builds: list[BuildRecord]) -> dict[str, Any] | None:
+    """Accuracy and time of the warm and the cold build of one dataset state and spec, if both exist."""
+
+    def key(x: BuildRecord) -> tuple[Any, ...]:
+        lin = x.record["lineage"]
+        return lin.get("state"), lin.get("spec_hash"), x.record.get("resolved", {}).get("device")
+
+    twins = [x for x in builds if key(x) == key(b) and bool(x.record.get("warm")) != bool(b.record.get("warm"))]
+    if not twins:
+        return None
+    other = twins[-1]
+    warm, cold = (b, other) if b.record.get("warm") else (other, b)
+    wm, cm = warm.record["metrics"], cold.record["metrics"]
+    return {
+        "warm": warm.id,
+        "cold": cold.id,
+        **{s: {"warm": wm[s]["accuracy"], "cold": cm[s]["accuracy"]} for s in ("valid", "test", "train_oos")},
+        "seconds": {"warm": warm.record["seconds"]["total"], "cold": cold.record["seconds"]["total"]},
     }
 
 

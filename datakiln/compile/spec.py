@@ -27,6 +27,21 @@ OPTIMIZERS = ("adamw", "sgd")
 SCHEDULES = ("cosine", "constant", "step")
 NORMALIZE = ("auto", "none")
 KEEP = ("last", "best")
+DEVICES = ("auto", "cpu", "cuda")
+STEMS = (1, 2, 4, 8)
+# Keys that take "auto" besides their concrete form: decided from the data (or the machine) when
+# the build starts, and recorded in the build's "resolved" section.
+AUTO_KEYS = {
+    ("input", "size"),
+    ("input", "channels"),
+    ("input", "normalize"),
+    ("model", "stem"),
+    ("train", "epochs"),
+    ("train", "workers"),
+}
+# Keys that never change a bit of the weights: left out of the build id, so a build found with
+# one worker count is the build for any other.
+NOT_IN_ID = {("train", "workers")}
 
 
 def channels(base: int, width: float, scale: int = 1) -> int:
@@ -45,6 +60,10 @@ class ModelSpec:
     depth: int = 2
     # Before the classifier only: enough to stop a small net memorising a small dataset.
     dropout: float = 0.1
+    # Downsampling stem: a stride-s patch convolution before the blocks, so a block's cost per
+    # image stays about that of a 14-28 px input (64 px RGB: 15 ms -> 1 ms per training image on
+    # one core). "auto": the largest power of two that leaves the first block at least 14 px.
+    stem: int | str = "auto"
 
 
 @dataclass(frozen=True)
@@ -73,8 +92,11 @@ class TrainSpec:
     lr: float = 0.003
     weight_decay: float = 0.0005
     momentum: float = 0.9  # sgd only
-    schedule: str = "cosine"  # decays to zero by the last epoch: no tuning of step points
-    epochs: int = 30
+    schedule: str = "cosine"  # decays to zero by the last step: no tuning of step points
+    # "auto": as many epochs as show the network about 250,000 images (AUTO_SAMPLES), at most 30
+    # and at least 2: small datasets get 30 epochs, 50,000 images get 5. A fixed count made a
+    # first build of 60,000 images take hours.
+    epochs: int | str = "auto"
     batch_size: int = 64
     seed: int = 0
     # Stop when valid accuracy has not improved for this many epochs (0: never). Off by default:
@@ -91,6 +113,12 @@ class TrainSpec:
     threads: int = 1
     # Labels seeded by a model are suggestions, not decisions: train on them only if asked.
     use_model_labels: bool = False
+    # Worker processes that run the fits (the folds and the final model) side by side; "auto":
+    # the usable cores divided by threads. Not part of the build id: each fit's weights are the
+    # same bits whatever process runs it.
+    workers: int | str = "auto"
+    # "cpu", "cuda", or "auto" (cuda when torch sees a GPU). Part of the build id as resolved.
+    device: str = "auto"
 
 
 @dataclass(frozen=True)
@@ -104,7 +132,14 @@ class Spec:
         return dataclasses.asdict(self)
 
     def hash(self) -> str:
-        return hashlib.sha256(json.dumps(self.to_dict(), sort_keys=True).encode()).hexdigest()
+        return hashlib.sha256(json.dumps(self.id_dict(), sort_keys=True).encode()).hexdigest()
+
+    def id_dict(self) -> dict[str, Any]:
+        """The keys that can change the weights: what a build id hashes."""
+        d = self.to_dict()
+        for section, name in NOT_IN_ID:
+            del d[section][name]
+        return d
 
     def with_overrides(self, **dotted: Any) -> Spec:
         """``spec.with_overrides(**{"model.width": 0.5})`` or ``(width=0.5)``: a checked copy with keys replaced."""
@@ -128,6 +163,8 @@ SHORT_KEYS = {
     "seed": "train.seed",
     "folds": "train.folds",
     "threads": "train.threads",
+    "workers": "train.workers",
+    "device": "train.device",
 }
 
 SECTIONS: dict[str, type[Any]] = {"model": ModelSpec, "input": InputSpec, "augment": AugmentSpec, "train": TrainSpec}
@@ -162,8 +199,14 @@ def _hint(name: str, known: list[str]) -> str:
 
 def _check_value(section: str, name: str, value: Any, where: str) -> Any:
     """Type and range checks; ``auto`` fields accept ``"auto"`` or their concrete form."""
-    if value == "auto" and (section, name) in (("input", "size"), ("input", "channels"), ("input", "normalize")):
+    if value == "auto" and (section, name) in AUTO_KEYS:
         return value
+    if (section, name) == ("model", "stem"):
+        if value not in STEMS or isinstance(value, bool):
+            raise BadSpec(f'{where} must be 1 (no stem), 2, 4, 8 or "auto", not {value!r}')
+        return value
+    if (section, name) in (("train", "epochs"), ("train", "workers")) and isinstance(value, str):
+        raise BadSpec(f'{where} must be an integer or "auto", not {value!r}')
     if (section, name) == ("input", "size"):
         if not (isinstance(value, list) and len(value) == 2 and all(type(v) is int and 1 <= v <= 1024 for v in value)):
             raise BadSpec(f'{where} must be [height, width] in pixels (1-1024) or "auto", not {value!r}')
@@ -173,10 +216,17 @@ def _check_value(section: str, name: str, value: Any, where: str) -> Any:
             raise BadSpec(f'{where} must be 1, 3 or "auto", not {value!r}')
         return value
     default = getattr(SECTIONS[section](), name)
+    if (section, name) in AUTO_KEYS:
+        default = 0  # the concrete form of an "auto" key here is an integer (epochs, workers)
     value = _check_type(value, default, where)
-    choices = {"arch": ARCHS, "optimizer": OPTIMIZERS, "schedule": SCHEDULES, "normalize": NORMALIZE, "keep": KEEP}.get(
-        name
-    )
+    choices = {
+        "arch": ARCHS,
+        "optimizer": OPTIMIZERS,
+        "schedule": SCHEDULES,
+        "normalize": NORMALIZE,
+        "keep": KEEP,
+        "device": DEVICES,
+    }.get(name)
     if choices and value not in choices:
         raise BadSpec(f"{where} must be one of {', '.join(choices)}, not {value!r}")
     limits: dict[str, tuple[float, float]] = {
@@ -194,6 +244,7 @@ def _check_value(section: str, name: str, value: Any, where: str) -> Any:
         "patience": (0, 10_000),
         "folds": (0, 50),
         "threads": (1, 256),
+        "workers": (1, 256),
     }
     if name in limits and not limits[name][0] <= value <= limits[name][1]:
         lo, hi = limits[name]
@@ -260,12 +311,14 @@ shift = 1           # random translation in pixels
 flip = false        # horizontal flips: on for photos, off for digits and text
 
 [train]
-epochs = 30
+epochs = "auto"     # about 250,000 images seen: 30 epochs for small data, 5 for 50,000 images
 batch_size = 64
 lr = 0.003
 seed = 0
 folds = 5           # cross-fitting for out-of-sample predictions on every train example
 threads = 1         # part of the result: weights are bit-identical for the same threads
+workers = "auto"    # fits side by side: the cores / threads (never changes the weights)
+device = "auto"     # "cpu", "cuda", or cuda when there is one
 """
 
 

@@ -16,7 +16,8 @@ import numpy as np
 from ..errors import InputError
 from ..insight import active, labels
 from ..repo import label_source
-from ..repo.table import SPLITS
+from ..repo.revs import IdIndex
+from ..repo.table import SPLITS, Row
 
 if TYPE_CHECKING:
     from ..repo.table import Table
@@ -93,7 +94,9 @@ class Gallery:
     issue_rank: np.ndarray | None = None  # (N,) rank among suspected label errors, 0 if not suspected
     suggested: dict[int, str] = field(default_factory=dict)  # row -> suggested label of a suspect
     index: dict[str, int] = field(default_factory=dict)
+    table: Table | None = None  # the working table it was made from: a row's every column
     _by_id: np.ndarray | None = None
+    _prefixes: IdIndex | None = None
 
     @classmethod
     def of(cls, work: Table, v: View | None = None, issues: Sequence[LabelIssue] | None = None) -> Gallery:
@@ -114,10 +117,22 @@ class Gallery:
             label=lab,
             meta=metas,
             index=dict(work.index),
+            table=work,
         )
         if v is not None:
             g._add_build(v, issues or [])
         return g
+
+    def row_of(self, example: str) -> tuple[int, Row]:
+        """(row, the table's row) of an example by id or unique prefix: a dict lookup for a full
+        id, a bisect for a prefix (the sorted ids are made once per gallery, not per request)."""
+        assert self.table is not None
+        i = self.index.get(example)
+        if i is None:
+            if self._prefixes is None:
+                self._prefixes = IdIndex(self.ids)
+            i = self.index[self._prefixes.find(example)]
+        return i, self.table.row(i)
 
     def _add_build(self, v: View, issues: Sequence[LabelIssue]) -> None:
         n, k = len(self.ids), len(v.classes)

@@ -23,7 +23,7 @@ from typing import Any, ParamSpec, TypeVar
 
 from .. import review
 from ..compile import jobs
-from ..compile.records import BuildRecord, find_build, list_builds
+from ..compile.records import BuildRecord, default_build, find_build, list_builds
 from ..errors import InputError
 from ..repo import Repo
 from ..repo.history import CommitJSON, HistoryEvent
@@ -89,15 +89,13 @@ class Workspace:
         return self._builds[1]
 
     def _build(self, ref: str | None) -> BuildRecord | None:
-        """The build ``ref`` names; by default the newest with out-of-sample predictions (a quick
-        ``folds = 0`` build judges train examples in-sample, so it finds almost no suspects), else
-        the newest."""
+        """The build ``ref`` names; by default the one ``kiln report`` uses (``default_build``)."""
         all_ = self.builds()
         if not all_:
             return None
-        if ref in (None, "", "latest"):
-            oos = [b for b in all_ if b.record.get("training", {}).get("oos")]
-            return (oos or all_)[-1]
+        if ref in (None, ""):
+            found = default_build(self.repo, all_)
+            return found[0] if found else None
         return find_build(self.repo, ref)
 
     @locked
@@ -140,8 +138,7 @@ class Workspace:
     def example(self, eid: str) -> dict[str, Any]:
         """One example: its gallery item, metadata, label history and the newest build's probabilities."""
         g = self.gallery_of()
-        full = self.repo.find(eid)
-        i = g.index[full["id"]]
+        i, full = g.row_of(eid)  # not repo.find: that copied the table and sorted 70k ids per request
         return {
             **g.item(i),
             "meta": full["meta"],
@@ -427,6 +424,8 @@ def _build_summary(b: BuildRecord) -> dict[str, Any]:
         "created": r.get("created"),
         "commit": r["lineage"]["commit"],
         "spec": r["spec"],
+        "resolved": r.get("resolved", {}),
+        "warm_from": (r.get("warm") or {}).get("parent"),
         "metrics": {s: r["metrics"][s] for s in ("valid", "test", "train_oos")},
         "seconds": r["seconds"]["total"],
         "classes": r["classes"],

@@ -59,7 +59,8 @@ function buildTable(builds, tick) {
       h("td", {}, when(b.created)),
       ["valid", "test", "train_oos"].map((k) => h("td", { class: "num" }, b.metrics[k].n ? `${pct(b.metrics[k].accuracy)} (${b.metrics[k].n})` : "—")),
       h("td", { class: "num" }, b.seconds.toFixed(1)),
-      h("td", {}, `${b.spec.model.arch} ×${b.spec.model.width}, ${b.spec.train.epochs} epochs, ${b.spec.train.folds >= 2 ? b.spec.train.folds + " folds" : "no folds"}`))));
+      h("td", {}, `${b.spec.model.arch} ×${b.spec.model.width}, ${(b.resolved || {}).epochs || b.spec.train.epochs} epochs, ${b.spec.train.folds >= 2 ? b.spec.train.folds + " folds" : "no folds"}` +
+        (b.warm_from ? `, warm from ${b.warm_from.slice(0, 8)}` : "")))));
 }
 
 // Poll job `id` twice a second into #job until it ends or the page is left.
@@ -83,11 +84,16 @@ function watchJob(id) {
   tick();
 }
 
+function duration(s) {
+  s = Math.max(0, Math.round(s));
+  return s >= 3600 ? `${Math.floor(s / 3600)} h ${Math.floor(s % 3600 / 60)} min` : s >= 60 ? `${Math.floor(s / 60)} min ${s % 60} s` : `${s} s`;
+}
+
 function jobView(j) {
   const p = j.progress || {};
   const frac = j.state === "done" ? 1 : (p.fraction || 0);
-  const what = p.phase === "train" ? `${p.desc}: epoch ${p.epoch}/${p.epochs}, loss ${p.loss.toFixed(4)}` +
-    (p.valid !== null && p.valid !== undefined ? `, valid ${pct(p.valid)}` : "") : (p.desc || "starting");
+  const eta = p.eta_s !== null && p.eta_s !== undefined ? ` · about ${duration(p.eta_s)} left` : "";
+  const what = p.phase === "train" ? `fits ${p.fits_done ?? 0}/${p.fits ?? 1} done · ${p.desc}${eta}` : (p.desc || "starting");
   return [h("p", {}, `build job ${j.id}: `, h("strong", { id: "job-state" }, j.state), " · ",
       j.state === "running" ? what : j.state === "done" ? link(`/builds/${j.build}`, "open the report") : (j.error || "")),
     h("div", { class: "progress", role: "progressbar", "aria-valuenow": Math.round(100 * frac) },
