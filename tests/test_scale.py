@@ -242,3 +242,33 @@ def test_json_progress_events_cover_the_whole_build(digits_template: Path, tmp_p
     assert train[-1]["fits_done"] == train[-1]["fits"] == 3 and train[-1]["fraction"] == 1.0
     assert max(len(e["active"]) for e in train) == 2  # two fits at once
     assert summary["cached"] is False
+
+
+@pytest.mark.slow
+def test_torchrun_shares_one_fit_across_two_processes(digits_template: Path, tmp_path: Path) -> None:
+    """DDP on CPU: two gloo processes train each fit together; rank 0 writes one build."""
+    r = _repo(digits_template, tmp_path, "[train]\nepochs = 2\nfolds = 2\n")
+    torchrun = Path(sys.executable).with_name("torchrun")
+    cmd = [str(torchrun), "--nproc-per-node", "2", "-m", "datakiln", "build", "--json"]
+    env = {**ENV, "OMP_NUM_THREADS": "1"}
+
+    def run() -> dict[str, object]:
+        proc = subprocess.run(cmd, cwd=r.root, env=env, capture_output=True, text=True, timeout=300)
+        assert proc.returncode == 0, proc.stderr[-3000:]
+        summaries = [json.loads(ln) for ln in proc.stdout.splitlines() if ln.startswith("{")]
+        assert len(summaries) == 1  # rank 0 speaks for the build
+        return summaries[0]
+
+    first = run()
+    rec = datakiln.find_build(r, str(first["id"])).record
+    assert rec["resolved"]["world"] == 2 and rec["resolved"]["workers"] == 1 and rec["warm"] is None
+    assert len(datakiln.builds(r)) == 1 and len(list((r.root / ".kiln" / "jobs").iterdir())) == 1
+    assert rec["metrics"]["test"]["accuracy"] > 0.8
+    # The same world size gives the same bits; one process is another build (another id).
+    weights = (Path(str(first["package"])) / "weights.safetensors").read_bytes()
+    assert run()["cached"] is True
+    cmd.append("--no-cache")
+    again = run()
+    assert again["id"] == first["id"] and (Path(str(again["package"])) / "weights.safetensors").read_bytes() == weights
+    single = datakiln.build(r, progress=False)
+    assert not single.cached and single.build.id != first["id"] and single.build.record["resolved"]["world"] == 1

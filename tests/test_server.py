@@ -330,7 +330,7 @@ def test_a_build_job_reports_progress_and_can_be_cancelled(built: datakiln.Repo)
         deadline = time.monotonic() + 60
         while time.monotonic() < deadline:
             st = httpx.get(f"{server.url}/api/jobs/{job['id']}").json()
-            if st["progress"] and st["progress"].get("phase") == "train":
+            if st["progress"] and st["progress"].get("phase") == "train" and st["progress"]["fraction"] > 0:
                 seen = st["progress"]
                 break
             time.sleep(0.1)

@@ -233,10 +233,15 @@ def test_review_undo_and_keep(ui_server: UIServer, page: Any) -> None:
 def test_start_a_build_with_live_progress(ui_server: UIServer, page: Any) -> None:
     page.goto(ui_server.url + "/builds")
     page.wait_for_selector("#start-build")
-    page.fill("input[name=epochs]", "2")
+    page.fill("input[name=epochs]", "12")
     page.fill("input[name=folds]", "0")
     page.click("#start-build")
     page.wait_for_selector("#job .progress")
+    # One display for the whole build: fits done, the running fit's epoch (and, once the pace is
+    # known, the time left).
+    page.wait_for_function(
+        "() => /fits 0\\/1 done · final epoch \\d+\\/12/.test(document.getElementById('job').textContent)"
+    )
     shot(page, "build-running")
     page.wait_for_function("() => document.getElementById('job-state')?.textContent === 'done'", timeout=120_000)
     assert len(kiln_json("builds", cwd=ui_server.root)) == 2

@@ -37,7 +37,7 @@ from .fits import FINAL, FitContext, FitSummary, FitTask, fit_paths, run_fits
 from .plan import Resolved, folds_of, resolve, resolve_device
 from .records import BUILD_JSON, EXAMPLES, PREDICTIONS, BuildRecord, read_build
 from .spec import SPEC_FILE, Spec, load_spec
-from .warm import find_parent, fit_weights, fresh_positions, same_build
+from .warm import find_parent, fit_weights, fresh_positions, same_build, trained_on
 
 if TYPE_CHECKING:
     from ..repo import Repo
@@ -141,9 +141,9 @@ def build(
             _publish(tmp, final)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
+    rec = read_build(final) if distributed.is_main() else None
     if world > 1:
-        return BuildResult(_rank0_build(final, read_build(final) if distributed.is_main() else None), cached=False)  # type: ignore[arg-type]
-    rec = read_build(final)
+        rec = _rank0_build(final, rec)
     assert rec is not None
     return BuildResult(rec, cached=False)
 
@@ -191,9 +191,10 @@ def _tasks(ex: Examples, spec: Spec, parent: BuildRecord | None) -> tuple[list[F
             rows, held = tr[fold[tr] != f], tr[fold[tr] == f]
             tasks.append(FitTask(f, f"fold-{f + 1}", t.seed + 1 + f, rows, held))
     if parent is not None:
+        known = trained_on(parent)
         for task in tasks:
             task.warm_from = str(fit_weights(parent, task.name))
-            task.fresh = fresh_positions(parent, ex, task.rows)
+            task.fresh = fresh_positions(known, ex, task.rows)
     return tasks, fold
 
 

@@ -80,3 +80,12 @@ def total(value: int) -> int:
     t = torch.tensor([value], dtype=torch.int64)
     dist.all_reduce(t)
     return int(t.item())
+
+
+def gather(obj: Any) -> list[Any] | None:
+    """Every rank's ``obj``, in rank order, on rank 0; None on the others."""
+    import torch.distributed as dist
+
+    out: list[Any] | None = [None] * dist.get_world_size() if is_main() else None
+    dist.gather_object(obj, out, dst=0)
+    return out

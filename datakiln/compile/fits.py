@@ -101,7 +101,11 @@ def run_fit(ctx: FitContext, task: FitTask, report: Report) -> FitSummary:
     model = Classifier(spec.model, (r.channels, r.size[0], r.size[1]), ctx.classes, ctx.mean, ctx.std, r.stem)
     if task.warm_from:
         _load_weights(model, task.warm_from)
-    data = T.FitData(px, task.rows, ctx.y[task.rows], ctx.valid_rows, ctx.y[ctx.valid_rows], task.fresh)
+    # A fold model's valid accuracy decides nothing unless patience or keep = "best" asks for it:
+    # measuring it every epoch cost 7% of a 60,000-image build.
+    needed = task.name == FINAL or spec.train.patience > 0 or spec.train.keep == "best"
+    valid = ctx.valid_rows if needed else ctx.valid_rows[:0]
+    data = T.FitData(px, task.rows, ctx.y[task.rows], valid, ctx.y[valid], task.fresh)
     last = [0.0]
 
     def on_step(step: int, steps: int, epoch: int, epochs: int) -> None:
@@ -128,10 +132,17 @@ def run_fit(ctx: FitContext, task: FitTask, report: Report) -> FitSummary:
     )
     report({"fit": task.index, "predicting": True})
     final = task.name == FINAL
-    if r.world > 1 and not distributed.is_main():
-        px.close()  # rank 0 predicts and writes; the weights are the same on every rank
-        return FitSummary(task.name, res.epochs_run, res.best_epoch, res.history, res.model.dim, 0.0, False)
-    probs, emb = T.predict(res.model, px, task.predict, embed=final, device=r.device)
+    if r.world > 1:
+        # Each rank predicts its share of the rows; rank 0 gathers them and writes the fit's files.
+        rank = distributed.rank()
+        mine = T.predict(res.model, px, task.predict[rank :: r.world], embed=final, device=r.device)
+        shares = distributed.gather(mine)
+        if shares is None:
+            px.close()
+            return FitSummary(task.name, res.epochs_run, res.best_epoch, res.history, res.model.dim, 0.0, False)
+        probs, emb = _interleave([p for p, _ in shares]), _interleave([e for _, e in shares])
+    else:
+        probs, emb = T.predict(res.model, px, task.predict, embed=final, device=r.device)
     paths = fit_paths(ctx.out, task.name)
     paths["weights"].parent.mkdir(parents=True, exist_ok=True)
     state = {k: v.detach().cpu().contiguous().numpy() for k, v in res.model.state_dict().items()}
@@ -151,6 +162,14 @@ def run_fit(ctx: FitContext, task: FitTask, report: Report) -> FitSummary:
     )
 
 
+def _interleave(shares: list[np.ndarray]) -> np.ndarray:
+    """Undo ``rows[rank::world]``: share k holds rows k, k + world, ..."""
+    out = np.empty((sum(len(a) for a in shares), *shares[0].shape[1:]), dtype=shares[0].dtype)
+    for k, a in enumerate(shares):
+        out[k :: len(shares)] = a
+    return out
+
+
 def _load_weights(model: Any, path: str) -> None:
     import torch
     from safetensors.numpy import load_file
@@ -162,7 +181,7 @@ def _load_weights(model: Any, path: str) -> None:
 def run_fits(ctx: FitContext, tasks: list[FitTask], workers: int, show: bool) -> dict[str, FitSummary]:
     """Every task's summary by name: in this process for one worker, else in ``workers`` processes."""
     batch = int(ctx.spec["train"]["batch_size"])
-    board = Board(tasks, ctx.resolved.epochs, batch, show)
+    board = Board(tasks, ctx.resolved.epochs, batch, show, ctx.resolved.world)
     try:
         if workers <= 1:
             out = {}
@@ -332,6 +351,7 @@ class Board:
     epochs: int
     batch: int
     show: bool
+    world: int = 1
     fits: dict[int, FitState] = field(default_factory=dict)
     started: float = field(default_factory=time.monotonic)
     _drawn: float = 0.0
@@ -340,9 +360,9 @@ class Board:
     def __post_init__(self) -> None:
         for t in self.tasks:
             fresh = 0 if t.fresh is None else len(t.fresh)
-            steps = fit_steps(len(t.rows), self.batch, self.epochs, t.warm_from is not None, fresh)
+            steps = fit_steps(len(t.rows), self.batch, self.epochs, t.warm_from is not None, fresh, self.world)
             steps += len(t.predict) // (3 * self.batch)
-            self.fits[t.index] = FitState(t.label, max(steps, 1))
+            self.fits[t.index] = FitState(t.label, max(steps, 1), epochs=1 if t.warm_from else self.epochs)
 
     def start(self, index: int) -> None:
         self.fits[index].running = True

@@ -52,11 +52,6 @@ class Resolved:
 def resolve(spec: Spec, ex: Examples, fits: int, world: int = 1) -> Resolved:
     size, channels = resolve_input(spec.input, ex)
     n_train = len(ex.where("train"))
-    if world > 1 and spec.train.batch_size < 2 * world:
-        raise BadSpec(
-            f"train.batch_size = {spec.train.batch_size} cannot be shared by {world} processes; "
-            f"use at least {2 * world}"
-        )
     return Resolved(
         size=size,
         channels=channels,
@@ -140,10 +135,11 @@ def folds_of(ids: list[str], folds: int, seed: int) -> np.ndarray:
     )
 
 
-def batch_bounds(n: int, bs: int) -> list[int]:
-    """Batch start offsets plus ``n``; a last batch of one sample (which breaks BatchNorm) joins the one before."""
+def batch_bounds(n: int, bs: int, world: int = 1) -> list[int]:
+    """Batch start offsets plus ``n``; a last batch too small to give every process two samples
+    (one sample breaks BatchNorm) joins the one before."""
     bounds = [*range(0, n, bs), n]
-    if len(bounds) > 2 and n - bounds[-2] == 1:
+    if len(bounds) > 2 and n - bounds[-2] < 2 * world:
         del bounds[-2]
     return bounds
 
@@ -172,8 +168,14 @@ def warm_steps(cold_steps: int, fresh: int, bs: int) -> int:
     return min(cold_steps, max(WARM_MIN_STEPS, math.ceil(WARM_FRACTION * cold_steps), math.ceil(2 * fresh / bs)))
 
 
-def fit_steps(n: int, batch_size: int, epochs: int, warm: bool, fresh: int) -> int:
+def global_batch(batch_size: int, n: int, world: int = 1) -> int:
+    """Rows per optimizer step: ``batch_size`` per process (torchrun: ``world`` processes share a
+    step, each with its own batch, as DistributedDataParallel is used), at most the rows there are."""
+    return min(batch_size * world, max(n, 1))
+
+
+def fit_steps(n: int, batch_size: int, epochs: int, warm: bool, fresh: int, world: int = 1) -> int:
     """Optimizer steps a fit on ``n`` rows takes: for progress and its estimate of time left."""
-    bs = min(batch_size, max(n, 1))
-    cold = epochs * (len(batch_bounds(n, bs)) - 1)
+    bs = global_batch(batch_size, n, world)
+    cold = epochs * (len(batch_bounds(n, bs, world)) - 1)
     return warm_steps(cold, fresh, bs) if warm else cold

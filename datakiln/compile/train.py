@@ -20,7 +20,7 @@ from torch import nn
 from .. import interrupt
 from .data import PixelFile
 from .models import Classifier
-from .plan import WARM_LR, batch_bounds, lr_factor, warm_steps
+from .plan import WARM_LR, batch_bounds, global_batch, lr_factor, warm_steps
 from .spec import AugmentSpec, Spec
 
 EpochHook = Callable[[int, float, float | None], None]  # (epoch, mean loss, valid accuracy)
@@ -116,8 +116,9 @@ def fit(
     """Train ``model`` on the uint8 (N, C, H, W) pixels of ``data.rows``, a batch read at a time.
 
     Cold: ``epochs`` passes with the spec's schedule. Warm: one short pass (see WARM_FRACTION).
-    Under torchrun (``world`` > 1) every rank draws the same batches and augmentations and trains
-    on rows ``rank::world`` of each, through DistributedDataParallel (see ``distributed``).
+    Under torchrun (``world`` > 1) a step takes ``batch_size`` rows per rank: every rank draws
+    the same global batch and augmentations and trains on rows ``rank::world`` of it, through
+    DistributedDataParallel (see ``distributed``).
     Stops after ``patience`` epochs without a better valid accuracy (0: never). Keeps the last
     epoch's weights, or with ``keep = "best"`` those of the epoch with the best valid accuracy
     (ties: the earlier epoch). Without valid examples, trains all epochs and keeps the last.
@@ -130,14 +131,19 @@ def fit(
     if world > 1:
         from torch.nn.parallel import DistributedDataParallel
 
-        net = DistributedDataParallel(model, device_ids=[torch.cuda.current_device()] if device == "cuda" else None)
+        # BatchNorm's running statistics are not broadcast every step (a collective per step costs
+        # more than the step on small images); rank 0's are sent to the others whenever the model
+        # is evaluated or handed back (_sync_buffers), so every rank then holds one model.
+        net = DistributedDataParallel(
+            model, device_ids=[torch.cuda.current_device()] if device == "cuda" else None, broadcast_buffers=False
+        )
     opt = _optimizer(model, spec)
     loss_fn = nn.CrossEntropyLoss()
     n = len(data.rows)
     aug = spec.augment
     augmenting = bool(aug.shift or aug.flip or aug.brightness)
-    bs = min(t.batch_size, n)
-    per_epoch = len(batch_bounds(n, bs)) - 1
+    bs = global_batch(t.batch_size, n, world)
+    per_epoch = len(batch_bounds(n, bs, world)) - 1
     if warm:
         steps = warm_steps(epochs * per_epoch, len(data.fresh) if data.fresh is not None else 0, bs)
         passes, peak = 1, t.lr * WARM_LR
@@ -149,7 +155,7 @@ def fit(
     for epoch in range(passes):
         model.train()
         order = _warm_order(data, steps, bs, rng) if warm else rng.permutation(n)
-        bounds = batch_bounds(len(order), bs)
+        bounds = batch_bounds(len(order), bs, world)
         total = 0.0
         for start, stop in zip(bounds, bounds[1:]):
             interrupt.check()
@@ -170,6 +176,8 @@ def fit(
             step += 1
             if on_step:
                 on_step(step, steps, epoch, passes)
+        if world > 1:
+            _sync_buffers(model)
         acc = _valid_accuracy(model, data, device, world, rank) if len(data.valid_rows) else None
         mean_loss = total / max(len(order), 1)
         result.history.append({"epoch": epoch + 1, "loss": mean_loss, "valid_accuracy": acc})
@@ -188,6 +196,13 @@ def fit(
         result.best_epoch = best[1]
     model.eval()
     return result
+
+
+def _sync_buffers(model: nn.Module) -> None:
+    import torch.distributed as dist
+
+    for b in model.buffers():
+        dist.broadcast(b, src=0)
 
 
 def _valid_accuracy(model: Classifier, data: FitData, device: str, world: int, rank: int) -> float:

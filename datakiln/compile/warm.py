@@ -81,13 +81,17 @@ def _usable(
     return all(fit_weights(b, n).is_file() for n in names)
 
 
-def fresh_positions(parent: BuildRecord, ex: Examples, rows: np.ndarray) -> np.ndarray:
-    """Positions in ``rows`` whose example the parent did not train on with the label it has now:
-    new examples, relabeled ones, and ones moved into the train split."""
+def trained_on(parent: BuildRecord) -> set[tuple[str, str]]:
+    """(example id, label) of every train example the parent build trained on."""
     pex = parent.examples()
     classes = parent.record["classes"]
     py = parent.arrays()["y"]
-    known = {
+    return {
         (eid, classes[int(v)]) for eid, split, v in zip(pex["ids"], pex["splits"], py) if split == "train" and v >= 0
     }
+
+
+def fresh_positions(known: set[tuple[str, str]], ex: Examples, rows: np.ndarray) -> np.ndarray:
+    """Positions in ``rows`` whose example the parent did not train on with the label it has now
+    (``known``, from ``trained_on``): new examples, relabeled ones, and ones moved into the train split."""
     return np.array([k for k, i in enumerate(rows) if (ex.ids[i], ex.classes[ex.y[i]]) not in known], dtype=np.int64)
