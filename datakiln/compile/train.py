@@ -49,19 +49,25 @@ class FitResult:
     history: list[dict[str, float | None]] = field(default_factory=list)
 
 
-def augment(xb: np.ndarray, rng: np.random.Generator, aug: AugmentSpec) -> np.ndarray:
-    """Random shift (zero padding), flip and brightness on a (B, C, H, W) float32 batch in [0, 1]."""
+def augment(
+    xb: np.ndarray, rng: np.random.Generator, aug: AugmentSpec, share: slice = slice(None), total: int = 0
+) -> np.ndarray:
+    """Random shift (zero padding), flip and brightness on a (B, C, H, W) float32 batch in [0, 1].
+
+    Under torchrun ``xb`` is rows ``share`` of a batch of ``total``: the draws are made for the
+    whole batch (so every rank's generator stays in step) and this share's are applied."""
+    n = total or len(xb)
     if aug.shift:
         s = aug.shift
-        b, _, h, w = xb.shape
+        _, _, h, w = xb.shape
         padded = np.pad(xb, ((0, 0), (0, 0), (s, s), (s, s)))
-        dy, dx = rng.integers(0, 2 * s + 1, size=(2, b))
-        xb = np.stack([padded[i, :, dy[i] : dy[i] + h, dx[i] : dx[i] + w] for i in range(b)])
+        dy, dx = (d[share] for d in rng.integers(0, 2 * s + 1, size=(2, n)))
+        xb = np.stack([padded[i, :, dy[i] : dy[i] + h, dx[i] : dx[i] + w] for i in range(len(xb))])
     if aug.flip:
-        flip = rng.random(len(xb)) < 0.5
+        flip = (rng.random(n) < 0.5)[share]
         xb[flip] = xb[flip][..., ::-1]
     if aug.brightness:
-        scale = rng.uniform(1 - aug.brightness, 1 + aug.brightness, size=(len(xb), 1, 1, 1)).astype(np.float32)
+        scale = rng.uniform(1 - aug.brightness, 1 + aug.brightness, size=(n, 1, 1, 1)).astype(np.float32)[share]
         xb = np.clip(xb * scale, 0.0, 1.0)
     return np.ascontiguousarray(xb, dtype=np.float32)
 
@@ -135,7 +141,10 @@ def fit(
         # more than the step on small images); rank 0's are sent to the others whenever the model
         # is evaluated or handed back (_sync_buffers), so every rank then holds one model.
         net = DistributedDataParallel(
-            model, device_ids=[torch.cuda.current_device()] if device == "cuda" else None, broadcast_buffers=False
+            model,
+            device_ids=[torch.cuda.current_device()] if device == "cuda" else None,
+            broadcast_buffers=False,
+            gradient_as_bucket_view=True,  # gradients live in the all-reduce buckets: no copy per step
         )
     opt = _optimizer(model, spec)
     loss_fn = nn.CrossEntropyLoss()
@@ -161,13 +170,13 @@ def fit(
             interrupt.check()
             for g in opt.param_groups:
                 g["lr"] = peak * lr_factor(t.schedule, step, steps)
+            # Under torchrun this rank reads and trains rows rank::world of the batch (share).
+            share = slice(rank, None, world) if world > 1 else slice(None)
             pos = order[start:stop]
-            xb = np.divide(data.pixels.take(data.rows[pos]), 255.0, dtype=np.float32)  # (B, C, H, W) in [0, 1]
+            xb = np.divide(data.pixels.take(data.rows[pos[share]]), 255.0, dtype=np.float32)  # (B, C, H, W) in [0, 1]
             if augmenting:
-                xb = augment(xb, rng, aug)
-            yb = data.y[pos]
-            if world > 1:  # every rank drew the whole batch (same generator): take this rank's share
-                xb, yb = np.ascontiguousarray(xb[rank::world]), yb[rank::world]
+                xb = augment(xb, rng, aug, share, len(pos))
+            yb = data.y[pos[share]]
             loss = loss_fn(net(torch.from_numpy(xb).to(device)), torch.from_numpy(yb).to(device))
             opt.zero_grad(set_to_none=True)
             loss.backward()
