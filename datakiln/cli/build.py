@@ -216,7 +216,7 @@ def cmd_report(a: argparse.Namespace) -> None:
     m = rep["metrics"]
     print(f"build {rep['id'][:12]} of commit {short(rep['commit'])}  ({spec_line(rep['spec'], rep['resolved'])})")
     if rep.get("default_because"):
-        print(f"  (no build named: {rep['default_because']})")
+        print(f"  (the default build: {rep['default_because']})")
     oos = _acc(m["train_oos"]) if m["train_oos"]["n"] else "n/a (no cross-fitting: train.folds = 0)"
     print(f"accuracy: valid {_acc(m['valid'])}, test {_acc(m['test'])}, train out-of-sample {oos}")
     if rep["warm"]:
