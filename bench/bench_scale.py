@@ -15,6 +15,7 @@ Parts (``--parts``, default all but ``rss``, which makes 200,000 images):
 - ``ddp``: one fit of the big dataset (no folds, 2 epochs), one process against ``torchrun
   --nproc-per-node 2`` (DistributedDataParallel, gloo).
 - ``long`` (with ``big``): the same network trained 15 epochs without folds, against the default.
+- ``api``: ``kiln ui``'s ``/api/examples/ID`` (through its workspace) on the big dataset.
 - ``rss``: 200,000 64x64 RGB images (2.4 GB of pixels): peak RSS of the build's process tree
   (the build and its workers together), with ``epochs = 1`` (memory does not depend on epochs).
 
@@ -340,6 +341,25 @@ def part_ddp(tmp: Path, out: dict[str, Any], n: int) -> None:
     }
 
 
+def part_api(tmp: Path, out: dict[str, Any], n: int) -> None:
+    """``/api/examples/ID`` of kiln ui, through the workspace it serves, at ``n`` examples."""
+    from datakiln.server.workspace import Workspace
+
+    root = tmp / "big"
+    r = datakiln.Repo(root) if root.exists() else make_repo(root, n, _digit28, "digits28")
+    ws = Workspace(root)
+    ids = [x["id"] for x in r.ls()[:41]]
+    ws.example(ids[0])  # the first request makes the gallery
+    times = []
+    for eid in ids[1:]:
+        t = time.perf_counter()
+        ws.example(eid)
+        times.append(time.perf_counter() - t)
+    ms = float(np.median(times) * 1e3)
+    print(f"  /api/examples/ID at {n:,}: median {ms:.1f} ms  ({load()})", flush=True)
+    out["api"] = {"n": n, "example_ms": ms, "load": os.getloadavg()[0]}
+
+
 def part_rss(tmp: Path, out: dict[str, Any], n: int = 200_000) -> None:
     r = make_repo(tmp / "rss", n, _small_rgb, "rgb64")
     (r.root / "kiln.toml").write_text("[train]\nepochs = 1\nfolds = 2\n")
@@ -384,7 +404,7 @@ def _tree_rss(pid: int) -> list[int]:
 
 def main() -> None:
     ap = argparse.ArgumentParser()
-    ap.add_argument("--parts", default="digits,workers,photos,big,ddp")
+    ap.add_argument("--parts", default="digits,workers,photos,big,ddp,api")
     ap.add_argument("--size", type=int, default=60_000, help="images of the big dataset")
     a = ap.parse_args()
     parts = a.parts.split(",")
@@ -402,6 +422,8 @@ def main() -> None:
             part_big(tmp, out, a.size, "long" in parts)
         if "ddp" in parts:
             part_ddp(tmp, out, a.size)
+        if "api" in parts:
+            part_api(tmp, out, a.size)
         if "rss" in parts:
             part_rss(tmp, out)
     rows = []
@@ -430,6 +452,8 @@ def main() -> None:
     if "ddp" in out:
         rows += [("torchrun 2 processes vs 1, one fit: speed-up", out["ddp"]["speedup"], ">=", 1.6)]
         rows += [("  the same, whole command (startup included)", out["ddp"]["wall_speedup"], ">=", 0)]
+    if "api" in out:
+        rows += [("/api/examples/ID, median ms", out["api"]["example_ms"], "<=", 30)]
     if "rss" in out:
         rows += [("200,000 64 px RGB: peak RSS of the build, GB", out["rss"]["peak_sum_gb"], "<=", 1.5)]
     print_figures(f"bench_scale ({load()})", rows)
