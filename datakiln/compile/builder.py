@@ -258,11 +258,7 @@ def _compile(
     t0 = time.perf_counter()
     report_progress(phase="pixels", desc="decoding images", fraction=0.0)
     size, channels = resolved.size, resolved.channels
-    if not distributed.is_main():
-        distributed.barrier()  # rank 0 decodes; this rank then finds the pixels in the cache
-    px_path = pixel_file(repo.store, repo.layout.cache, ex, size, channels)
-    if resolved.world > 1 and distributed.is_main():
-        distributed.barrier()
+    px_path = _decode_once(repo, ex, resolved)
     px = PixelFile(px_path)
     tr, va, te = ex.where("train"), ex.where("valid"), ex.where("test")
     if parent is not None:  # the parent's weights were trained on its normalisation: keep it
@@ -275,8 +271,7 @@ def _compile(
     if run is None:
         return  # a torchrun rank but the first: rank 0 exports and writes the build
     report_progress(phase="export", desc="exporting ONNX", fraction=1.0)
-    final_weights = fit_paths(out, FINAL)["weights"]
-    weights = final_weights.read_bytes()
+    weights = fit_paths(out, FINAL)["weights"].read_bytes()
     sample = px.take(np.concatenate([va, te])[:256])
     onnx_bytes, onnx_diff = _export(spec, resolved, len(ex.classes), mean, std, weights, sample)
     px.close()
@@ -306,7 +301,6 @@ def _compile(
     write_package(out / "package", manifest, {"weights.safetensors": weights, "model.onnx": onnx_bytes})
     _write_predictions(out, ex, run.pred_probs, run.embeddings, run.fold)
     t_end = time.perf_counter()
-    folds = [run.fits[f"fold-{i + 1}"] for i in range(spec.train.folds)] if spec.train.folds >= 2 else []
     record = {
         "id": bid,
         "format": BUILD_FORMAT,
@@ -318,14 +312,7 @@ def _compile(
         "classes": ex.classes,
         "metrics": m,
         "warm": _warm_record(parent, run) if parent is not None else None,
-        "training": {
-            "epochs_run": run.final.epochs_run,
-            "best_epoch": run.final.best_epoch + 1,
-            "fold_best_epochs": [f.best_epoch + 1 for f in folds],
-            "history": run.final.history,
-            "oos": spec.train.folds >= 2,
-            "fit_seconds": {name: f.seconds for name, f in sorted(run.fits.items())},
-        },
+        "training": _training(spec, run),
         "environment": _environment(spec, resolved),
         "weights_sha256": hashlib.sha256(weights).hexdigest(),
         "onnx_max_abs_diff": onnx_diff,
@@ -337,6 +324,28 @@ def _compile(
         },
     }
     (out / BUILD_JSON).write_text(json.dumps(record, indent=2, sort_keys=True) + "\n")
+
+
+def _decode_once(repo: Repo, ex: Examples, resolved: Resolved) -> Path:
+    """The pixel file; under torchrun rank 0 decodes and the others then find it in the cache."""
+    if not distributed.is_main():
+        distributed.barrier()
+    path = pixel_file(repo.store, repo.layout.cache, ex, resolved.size, resolved.channels)
+    if resolved.world > 1 and distributed.is_main():
+        distributed.barrier()
+    return path
+
+
+def _training(spec: Spec, run: Trained) -> dict[str, Any]:
+    folds = [run.fits[f"fold-{i + 1}"] for i in range(spec.train.folds)] if spec.train.folds >= 2 else []
+    return {
+        "epochs_run": run.final.epochs_run,
+        "best_epoch": run.final.best_epoch + 1,
+        "fold_best_epochs": [f.best_epoch + 1 for f in folds],
+        "history": run.final.history,
+        "oos": spec.train.folds >= 2,
+        "fit_seconds": {name: f.seconds for name, f in sorted(run.fits.items())},
+    }
 
 
 def _warm_record(parent: BuildRecord, run: Trained) -> dict[str, Any]:

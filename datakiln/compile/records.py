@@ -111,7 +111,7 @@ def default_build(repo: Repo, builds: list[BuildRecord] | None = None) -> tuple[
         try:
             spec = default_spec(repo)
             state = repo.read_commit(head).state
-            hit = same_build(repo, state, spec.hash(), resolve_device(spec))
+            hit = same_build(repo, state, spec.hash(), resolve_device(spec), builds=builds)
         except KilnError:
             hit = None  # a broken kiln.toml: fall back to the newest build of HEAD
         if hit is not None:

@@ -132,32 +132,13 @@ def fit(
     t = spec.train
     rng = np.random.default_rng(seed)
     torch.manual_seed(seed)
-    model.to(device)
-    net: nn.Module = model
-    if world > 1:
-        from torch.nn.parallel import DistributedDataParallel
-
-        # BatchNorm's running statistics are not broadcast every step (a collective per step costs
-        # more than the step on small images); rank 0's are sent to the others whenever the model
-        # is evaluated or handed back (_sync_buffers), so every rank then holds one model.
-        net = DistributedDataParallel(
-            model,
-            device_ids=[torch.cuda.current_device()] if device == "cuda" else None,
-            broadcast_buffers=False,
-            gradient_as_bucket_view=True,  # gradients live in the all-reduce buckets: no copy per step
-        )
+    net = _placed(model, device, world)
     opt = _optimizer(model, spec)
     loss_fn = nn.CrossEntropyLoss()
     n = len(data.rows)
     aug = spec.augment
     augmenting = bool(aug.shift or aug.flip or aug.brightness)
-    bs = global_batch(t.batch_size, n, world)
-    per_epoch = len(batch_bounds(n, bs, world)) - 1
-    if warm:
-        steps = warm_steps(epochs * per_epoch, len(data.fresh) if data.fresh is not None else 0, bs)
-        passes, peak = 1, t.lr * WARM_LR
-    else:
-        steps, passes, peak = epochs * per_epoch, epochs, t.lr
+    bs, steps, passes, peak = _schedule(data, spec, epochs, warm, world)
     best: tuple[float, int, dict[str, torch.Tensor]] | None = None
     result = FitResult(model, best_epoch=passes - 1, epochs_run=0)
     step = 0
@@ -205,6 +186,34 @@ def fit(
         result.best_epoch = best[1]
     model.eval()
     return result
+
+
+def _placed(model: Classifier, device: str, world: int) -> nn.Module:
+    """The model on its device; under torchrun, wrapped in DistributedDataParallel."""
+    model.to(device)
+    if world == 1:
+        return model
+    from torch.nn.parallel import DistributedDataParallel
+
+    # BatchNorm's running statistics are not broadcast every step (a collective per step costs
+    # more than the step on small images); rank 0's are sent to the others whenever the model
+    # is evaluated or handed back (_sync_buffers), so every rank then holds one model.
+    return DistributedDataParallel(
+        model,
+        device_ids=[torch.cuda.current_device()] if device == "cuda" else None,
+        broadcast_buffers=False,
+        gradient_as_bucket_view=True,  # gradients live in the all-reduce buckets: no copy per step
+    )
+
+
+def _schedule(data: FitData, spec: Spec, epochs: int, warm: bool, world: int) -> tuple[int, int, int, float]:
+    """(rows per step, steps, passes, peak learning rate) of a cold or a warm fit."""
+    t, n = spec.train, len(data.rows)
+    bs = global_batch(t.batch_size, n, world)
+    cold = epochs * (len(batch_bounds(n, bs, world)) - 1)
+    if warm:
+        return bs, warm_steps(cold, len(data.fresh) if data.fresh is not None else 0, bs), 1, t.lr * WARM_LR
+    return bs, cold, epochs, t.lr
 
 
 def _sync_buffers(model: nn.Module) -> None:

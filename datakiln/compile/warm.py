@@ -32,9 +32,18 @@ def fit_weights(b: BuildRecord, name: str) -> Path:
     return b.package / "weights.safetensors" if name == "final" else b.dir / "fits" / f"{name}.safetensors"
 
 
-def same_build(repo: Repo, state: str | None, spec_hash: str, device: str, world: int = 1) -> BuildRecord | None:
-    """The newest build (cold or warm) of this dataset state under this spec, if any."""
-    hits = [b for b in list_builds(repo) if _lineage(b) == (state, spec_hash, device, world)]
+def same_build(
+    repo: Repo,
+    state: str | None,
+    spec_hash: str,
+    device: str,
+    world: int = 1,
+    builds: list[BuildRecord] | None = None,
+) -> BuildRecord | None:
+    """The newest build (cold or warm) of this dataset state under this spec, if any (among
+    ``builds`` when the caller has read them already)."""
+    found = list_builds(repo) if builds is None else builds
+    hits = [b for b in found if _lineage(b) == (state, spec_hash, device, world)]
     return hits[-1] if hits else None
 
 
