@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING, Any
 from .errors import (
     AmbiguousExample,
     AmbiguousRevision,
+    AuthRequired,
     BadImage,
     BadLabel,
     BadManifest,
@@ -41,7 +42,10 @@ from .errors import (
     MissingObject,
     NotBuildable,
     NothingToCommit,
+    PermissionDenied,
+    PushRejected,
     RefMoved,
+    RemoteError,
     RepoExists,
     RepoNotFound,
     RevisionError,
@@ -140,4 +144,8 @@ __all__ = [
     "NotBuildable",
     "BuildFailed",
     "BadPackage",
+    "RemoteError",
+    "AuthRequired",
+    "PermissionDenied",
+    "PushRejected",
 ]

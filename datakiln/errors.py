@@ -28,6 +28,10 @@
     │   ├── LockTimeout
     │   ├── RefMoved
     │   └── LabelChanged           a label changed since the caller read it
+    ├── RemoteError                a hub refused a request or could not be reached
+    │   ├── AuthRequired           no token for this hub, or it is wrong, expired or revoked
+    │   ├── PermissionDenied       the token may not do this here
+    │   └── PushRejected           a ref update the hub refused (not a fast-forward, or it moved)
     └── IntegrityError             the bytes on disk are not what they claim
         ├── CorruptObject
         ├── MissingObject
@@ -142,6 +146,22 @@ class LockTimeout(ConcurrencyError):
 
 class RefMoved(ConcurrencyError):
     """A ref no longer has the value the caller expected (compare-and-swap failed)."""
+
+
+class RemoteError(KilnError):
+    """A hub refused a request, answered something that is not the kiln protocol, or was down."""
+
+
+class AuthRequired(RemoteError):
+    """The hub wants a token and got none, or one that is wrong, expired or revoked."""
+
+
+class PermissionDenied(RemoteError):
+    """The token is valid but may not do this in this repository."""
+
+
+class PushRejected(RemoteError):
+    """The hub refused a ref update: not a fast-forward, or the ref moved since it was read."""
 
 
 class IntegrityError(KilnError):

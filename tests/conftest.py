@@ -54,7 +54,7 @@ def write_folder(root: Path, layout: dict[str, bytes]) -> Path:
 
 # Tests that train a model (through these fixtures), drive a browser or wait on servers are
 # marked slow: `pytest -m "not slow"` is the sub-minute inner loop (README).
-SLOW_FIXTURES = {"built", "built_template", "noisy", "ui_server", "page", "browser"}
+SLOW_FIXTURES = {"built", "built_template", "noisy", "ui_server", "page", "browser", "hub"}
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
@@ -165,5 +165,81 @@ class UIServer:
 @pytest.fixture
 def ui_server(built: datakiln.Repo) -> Any:
     server = UIServer(built.root)
+    yield server
+    server.stop()
+
+
+class HubServer:
+    """A real ``kiln hub serve`` process on a free port, with user ``alice`` (a hub admin) and a
+    credentials folder of its own; ``env`` is what client processes run with (alice logged in)."""
+
+    def __init__(self, root: Path, config: Path, *, extra: tuple[str, ...] = ()) -> None:
+        self.root, self.config = root, config
+        self.env = {**ENV, "KILN_CONFIG_HOME": str(config)}
+        self.env.pop("KILN_TOKEN", None)
+        if not (root / "hub.db").exists():
+            self.token = kiln(
+                "hub", "user", "add", "alice", "--admin", "--root", str(root), cwd=root.parent, env=self.env
+            ).stdout.strip()
+        self.extra = extra
+        self.start()
+
+    def start(self, port: int = 0) -> None:
+        old = getattr(self, "proc", None)
+        if old is not None:  # killed by a test: close its pipes before starting again
+            for f in (old.stdout, old.stderr):
+                if f:
+                    f.close()
+        self.proc = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "datakiln",
+                "hub",
+                "serve",
+                "--root",
+                str(self.root),
+                "--port",
+                str(port),
+                *self.extra,
+            ],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+            env=self.env,
+        )
+        assert self.proc.stdout is not None
+        line = self.proc.stdout.readline()
+        if "http://" not in line:
+            self.proc.kill()
+            raise AssertionError(f"kiln hub did not start: {line}{self.proc.stderr.read() if self.proc.stderr else ''}")
+        self.url = line.split("at ", 1)[1].split()[0]
+        self.port = int(self.url.rsplit(":", 1)[1])
+
+    def user(self, name: str, *extra: str) -> str:
+        """Add a user; returns their first token."""
+        return kiln(
+            "hub", "user", "add", name, *extra, "--root", str(self.root), cwd=self.root.parent, env=self.env
+        ).stdout.strip()
+
+    def kiln(
+        self, *args: str, cwd: Path | str, check: bool = True, token: str | None = None
+    ) -> subprocess.CompletedProcess[str]:
+        env = {**self.env, "KILN_TOKEN": token} if token else self.env
+        return kiln(*args, cwd=cwd, check=check, env=env)
+
+    def stop(self, sig: int = 15) -> None:
+        if self.proc.poll() is None:
+            self.proc.send_signal(sig)
+            self.proc.wait(timeout=20)
+        for f in (self.proc.stdout, self.proc.stderr):
+            if f:
+                f.close()
+
+
+@pytest.fixture
+def hub(tmp_path: Path) -> Any:
+    server = HubServer(tmp_path / "hubroot", tmp_path / "config")
+    server.kiln("login", server.url, "--token", server.token, cwd=tmp_path)
     yield server
     server.stop()

@@ -25,6 +25,7 @@ TIERS = {
     "compile": 3,
     "review": 4,
     "server": 5,
+    "hub": 5,
     "cli": 6,
 }
 # What a leaf may import besides the shared pieces (tier 0).
@@ -32,9 +33,9 @@ LEAVES = {"package": {"store"}, "insight": set(), "store": set(), "sources": set
 # Third-party modules and the only packages that may import them.
 CONFINED = {
     "torch": {"compile"},
-    "fastapi": {"server"},
-    "uvicorn": {"server"},
-    "starlette": {"server"},
+    "fastapi": {"server", "hub"},
+    "uvicorn": {"server", "hub"},
+    "starlette": {"server", "hub"},
     "argparse": {"cli"},
 }
 

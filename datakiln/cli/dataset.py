@@ -136,11 +136,20 @@ def cmd_reset(a: argparse.Namespace) -> None:
 
 @command("status", "kiln status --json", json_only)
 def cmd_status(a: argparse.Namespace) -> None:
-    s = repo(a).status()
+    r = repo(a)
+    s = r.status()
+    s["upstream"] = r.ahead_behind()
     if a.json:
         out_json(s)
         return
     print(f"On branch {s['branch']}" if s["branch"] else f"HEAD detached at {short(s['head'])}")
+    if s["upstream"]:
+        up = s["upstream"]
+        where = {(0, 0): "up to date with", (1, 0): "ahead of", (0, 1): "behind", (1, 1): "diverged from"}
+        state = where[(int(up["ahead"] > 0), int(up["behind"] > 0))]
+        print(
+            f"Your branch is {state} {up['upstream']} ({up['ahead']} ahead, {up['behind']} behind; as of the last fetch)"
+        )
     if s["head"] is None:
         print("No commits yet")
     st = s["stats"]
@@ -430,6 +439,8 @@ def cmd_fsck(a: argparse.Namespace) -> int:
         print(
             f"checked {rep.objects} objects in {rep.packs} pack(s) and loose; {rep.reachable} reachable, {rep.dangling} dangling, {rep.temp_files} temp file(s)"
         )
+        if rep.promised:
+            print(f"{rep.promised} image(s) not here yet, promised by the remote of this labels-only clone")
         print("ok" if rep.ok else f"{len(rep.errors)} error(s)")
     return 0 if rep.ok else 1
 

@@ -148,6 +148,7 @@ def pixel_file(store: ObjectStore, cache_dir: Path, ex: Examples, size: list[int
         except (OSError, ValueError):
             pass  # a damaged cache file is rebuilt below
     cache_dir.mkdir(parents=True, exist_ok=True)
+    store.ensure(ex.blobs)  # a partial clone fetches the images it lacks, in batches, before decoding
     tmp = temp_path(cache_dir, path.name)
     try:
         with open(tmp, "wb") as f:

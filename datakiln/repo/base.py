@@ -42,7 +42,7 @@ def find_root(start: Path) -> Path:
     raise RepoNotFound(f"no kiln repository at {start} or any parent; run 'kiln init' to create one")
 
 
-def _read_config(path: Path) -> dict[str, Any]:
+def read_config(path: Path) -> dict[str, Any]:
     try:
         cfg = json.loads(path.read_bytes())
     except (OSError, ValueError, RecursionError) as e:
@@ -63,7 +63,7 @@ class RepoBase:
         self.root = find_root(Path(path))
         self.dir = self.root / KILN_DIR
         self.layout = Layout(self.dir)
-        self.config = _read_config(self.layout.config)
+        self.config = read_config(self.layout.config)
         self.id: str = self.config["repo_id"]
         self.tmp_dir = self.layout.tmp
         self.lock = FileLock(self.layout.lock)
@@ -145,6 +145,12 @@ class RepoBase:
             stage.base, stage.stats, stage.committing = head, work.stats(), None
             self._save_stage(stage)
             return result
+
+    @property
+    def partial(self) -> str | None:
+        """The remote that promised the images this partial clone lacks; None in a full repository."""
+        value = self.config.get("partial")
+        return value if isinstance(value, str) else None
 
     def user(self) -> str:
         """Who labels and commits: $KILN_USER, else config.json's ``user``, else the login name."""

@@ -114,6 +114,33 @@ class Branching(Editing):
                 raise StateError(f"{rev} shares no history with HEAD; there is nothing to merge it against")
             return self._merge(rev, (base, head, theirs), strategy, message, stage.kept)
 
+    def merge_into(self, branch: str, rev: str, *, message: str, author: str) -> merging.MergeResult:
+        """Merge ``rev`` into ``branch`` without a working copy: HEAD and the stage are not
+        touched (a hub's merge button). Conflicts are returned, not staged; nothing is written then."""
+        check_name(branch, "branch")
+        ref = f"refs/heads/{branch}"
+        message, author = history.check_message(message), history.check_author(author)
+        with self.lock:
+            ours = self.refs.read(ref)
+            if ours is None:
+                raise not_found(branch, self.branches())
+            theirs = self.resolve(rev)
+            base = history.merge_base(self.store, ours, theirs)
+            if theirs == ours or base == theirs:
+                return {"result": "up-to-date", "commit": ours, "conflicts": []}
+            if base == ours:
+                self.refs.update(ref, theirs, ours)
+                return {"result": "fast-forward", "commit": theirs, "conflicts": []}
+            if base is None:
+                raise StateError(f"{rev} shares no history with {branch}; there is nothing to merge it against")
+            tables = self.table_at(base), self.table_at(ours), self.table_at(theirs)
+            changes, conflicts = merging.three_way(*tables, self.segments)
+            if conflicts:
+                return {"result": "conflicts", "commit": None, "conflicts": conflicts}
+            cid = history.write_commit(self.store, self.tables, changes, [ours, theirs], message, author, None)
+            self.refs.update(ref, cid, ours)
+            return {"result": "merged", "commit": cid, "conflicts": []}
+
     def _merge(
         self, rev: str, commits: tuple[str, str, str], strategy: str | None, message: str | None, kept: dict[str, str]
     ) -> merging.MergeResult:

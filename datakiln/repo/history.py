@@ -216,7 +216,7 @@ def _resolve_base(store: ObjectStore, refs: Refs, base: str) -> str:
             raise RevisionNotFound(f"HEAD ({ref}) has no commits yet; run 'kiln commit' first")
         return cid
     # Like git: a ref name wins over an id prefix that happens to match it.
-    for prefix in ("refs/heads/", "refs/tags/", ""):
+    for prefix in ("refs/heads/", "refs/tags/", "refs/remotes/", ""):
         name = prefix + base
         if valid_ref(name):
             found = refs.read(name)
@@ -229,7 +229,7 @@ def _resolve_base(store: ObjectStore, refs: Refs, base: str) -> str:
             return hits[0]
         if hits:
             raise ambiguous(base, hits)
-    names = list(refs.list("refs/heads/")) + list(refs.list("refs/tags/"))
+    names = [*refs.list("refs/heads/"), *refs.list("refs/tags/"), *refs.list("refs/remotes/")]
     raise not_found(base, names)
 
 

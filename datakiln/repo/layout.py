@@ -17,6 +17,11 @@ PATHS: tuple[tuple[str, str, str], ...] = (
     ("HEAD", "store.refs", "'ref: refs/heads/NAME' or a commit id (detached)"),
     ("refs/heads/", "store.refs", "branches: one file per branch holding a commit id"),
     ("refs/tags/", "store.refs", "tags: one file per tag holding a commit id"),
+    (
+        "refs/remotes/",
+        "repo.sync",
+        "remote-tracking refs: refs/remotes/REMOTE/BRANCH, a remote's branch when last fetched",
+    ),
     ("objects/", "store", "loose objects, objects/ab/cdef... (256 fan-out folders)"),
     ("objects/pack/", "store", "packs: *.pack and their *.idx"),
     ("lock", "repo", "flock'ed by every writer; empty"),

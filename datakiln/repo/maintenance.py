@@ -31,6 +31,7 @@ class FsckReport:
     reachable: int = 0
     dangling: int = 0
     temp_files: int = 0
+    promised: int = 0  # images a partial clone lacks and its remote promised
     errors: list[str] = field(default_factory=list)
 
     @property
@@ -105,7 +106,7 @@ def _check_pack(idx_path: Any, report: FsckReport, known: set[str]) -> None:
 
 def _check_refs(refs: Refs, report: FsckReport) -> None:
     """Every ref file has a valid name and holds a commit id; HEAD names a branch or a commit."""
-    for prefix in ("refs/heads/", "refs/tags/"):
+    for prefix in ("refs/heads/", "refs/tags/", "refs/remotes/"):
         for name in refs.names(prefix):
             if not valid_ref(prefix + name):
                 report.errors.append(f"ref {prefix}{name}: not a valid branch or tag name; remove the file")
@@ -143,8 +144,9 @@ def _check_tables(store: ObjectStore, tables: Tables, tips: list[str], report: F
             report.errors.append(f"state {sid}: cannot be listed ({e})")
 
 
-def fsck(store: ObjectStore, refs: Refs, stage_path: Path, tables: Tables) -> FsckReport:
-    """Check every stored byte, decode every reachable object, and list every named commit."""
+def fsck(store: ObjectStore, refs: Refs, stage_path: Path, tables: Tables, *, promised: bool = False) -> FsckReport:
+    """Check every stored byte, decode every reachable object, and list every named commit.
+    With ``promised`` (a partial clone), missing images are counted as promised, not errors."""
     report = FsckReport()
     known: set[str] = set()
     _check_loose(store.root, report, known)
@@ -163,6 +165,9 @@ def fsck(store: ObjectStore, refs: Refs, stage_path: Path, tables: Tables) -> Fs
         _check_tables(store, tables, tips, report)
     live = found.all()
     missing = sorted(live - known)
+    if promised:
+        report.promised = sum(1 for oid in missing if oid in found.blobs)
+        missing = [oid for oid in missing if oid not in found.blobs]
     for oid in missing[:20]:
         report.errors.append(f"object {oid}: missing (referenced from a commit, state or segment)")
     if len(missing) > 20:

@@ -36,8 +36,9 @@ class Reached:
 
 
 def roots(refs: Refs, stage: Stage) -> list[str]:
-    """Every commit a user can name: branches, tags, a detached HEAD, a merge in progress."""
-    out = list(refs.list("refs/heads/").values()) + list(refs.list("refs/tags/").values())
+    """Every commit a user can name: branches, tags, remote-tracking refs, a detached HEAD, a
+    merge in progress."""
+    out = [*refs.list("refs/heads/").values(), *refs.list("refs/tags/").values(), *refs.list("refs/remotes/").values()]
     ref, head = refs.head()
     if head and ref is None:
         out.append(head)

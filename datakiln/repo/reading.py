@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import TYPE_CHECKING, TypedDict
+from typing import TYPE_CHECKING, Any, TypedDict
 
 from . import history
 from . import stage as staging
@@ -38,6 +38,7 @@ class Status(TypedDict, total=False):
     staged: Staged
     stats: dict[str, int]
     merge: MergeStatus | None
+    upstream: dict[str, Any] | None  # the branch against its remote-tracking ref (``Repo.ahead_behind``)
 
 
 class StagedEdit(TypedDict):
@@ -154,12 +155,15 @@ class Reading(RepoBase):
     def export(self, out: str | os.PathLike[str], *, format: str = "parquet", rev: str | None = None) -> Path:
         from .export import export
 
-        return export(self.store, self.table(rev), Path(out), format=format)
+        table = self.table(rev)
+        self.store.ensure(table.blobs)  # a partial clone fetches the images in batches first
+        return export(self.store, table, Path(out), format=format)
 
     def fsck(self) -> FsckReport:
         from .maintenance import fsck
 
-        return fsck(self.store, self.refs, self.layout.stage, Tables(self.store, SegmentCache(self.store)))
+        tables = Tables(self.store, SegmentCache(self.store))
+        return fsck(self.store, self.refs, self.layout.stage, tables, promised=self.partial is not None)
 
     def gc(self, *, prune_seconds: float = 14 * 86400) -> GcReport:
         from .maintenance import gc

@@ -18,18 +18,19 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 from pathlib import Path
 
-from ..errors import RepoExists
+from ..errors import InputError, RepoExists
 from ..store.fsutil import fsync_dir
 from ..store.refs import check_name
 from .base import DEFAULT_BRANCH, FORMAT
-from .branching import Branching
 from .layout import KILN_DIR
 from .reading import Reading
+from .sync import FetchResult, Progress, Syncing, check_url, default_branch
 
 
-class Repo(Branching, Reading):
+class Repo(Syncing, Reading):
     """A dataset repository on disk."""
 
     # ---- creation ------------------------------------------------------------------------
@@ -57,3 +58,29 @@ class Repo(Branching, Reading):
         os.rename(tmp, kdir)
         fsync_dir(root)
         return cls(root)
+
+    @classmethod
+    def clone(
+        cls, url: str, path: str | os.PathLike[str], *, labels_only: bool = False, progress: Progress | None = None
+    ) -> tuple[Repo, FetchResult]:
+        """A new repository at ``path`` from the hosted one at ``url``: remote ``origin``, every
+        branch fetched, the remote's default branch checked out. With ``labels_only``, no images
+        (a partial clone: they are fetched when first needed). A failed clone leaves nothing."""
+        url, root = check_url(url), Path(path)
+        if root.exists() and (not root.is_dir() or any(root.iterdir())):
+            raise InputError(f"{root} already exists and is not empty; clone into a new directory")
+        created = not root.exists()
+        try:
+            repo = cls.init(root)
+            repo.add_remote("origin", url)
+            if labels_only:
+                repo.set_partial("origin")
+            fetched = repo.fetch("origin", progress=progress)
+            chosen = default_branch(repo.tracking("origin"), fetched["head"])
+            if chosen is not None:
+                repo.refs.update(f"refs/heads/{chosen[0]}", chosen[1], None)
+                repo.refs.set_head(ref=f"refs/heads/{chosen[0]}")
+            return repo, fetched
+        except BaseException:
+            shutil.rmtree(root if created else root / KILN_DIR, ignore_errors=True)
+            raise

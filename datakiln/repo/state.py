@@ -109,7 +109,11 @@ def needs_snapshot(delta: dict[str, Any]) -> bool:
 
 def state_header(store: ObjectStore, state: str) -> dict[str, Any]:
     """A state object, its structure checked (not its columns: ``decode_state`` does that)."""
-    obj = store.get_json(state)
+    return check_state(store.get_json(state), state)
+
+
+def check_state(obj: Any, state: str) -> dict[str, Any]:
+    """``obj`` if it is a well-formed state object (snapshot or delta) with id ``state``."""
     kind = obj.get("type") if isinstance(obj, dict) else type(obj).__name__
     if kind not in ("snapshot", "delta"):
         raise CorruptObject(f"object {state} is a {kind!r}, expected a table state (a snapshot or a delta)")

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import json
 import os
-from collections.abc import Iterator
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -34,6 +34,8 @@ class ObjectStore:
         self.tmp_dir = tmp_dir
         self.pack_dir = root / "pack"
         self._packs: list[Pack] | None = None
+        # A partial clone's remote: fetches missing objects (blobs) into this store by id.
+        self.promisor: Callable[[list[str]], None] | None = None
 
     # ---- paths and pack list -------------------------------------------------------------
     def loose_path(self, oid: str) -> Path:
@@ -84,7 +86,9 @@ class ObjectStore:
         raw = bytes.fromhex(oid)
         return any(p.find(raw) is not None for p in self.packs())
 
-    def get(self, oid: str) -> bytes:
+    def get(self, oid: str, *, fetch: bool = True) -> bytes:
+        """The content of object ``oid``, hash checked; in a partial clone a missing object is
+        fetched from the remote that promised it (unless ``fetch`` is False)."""
         path = self.loose_path(oid)
         try:
             return decode(read_regular(path, OBJECT_MAX), oid, str(path))
@@ -94,6 +98,18 @@ class ObjectStore:
             raise CorruptObject(
                 f"{path} cannot be read as object {oid[:12]} ({e.strerror or e}); run 'kiln fsck'"
             ) from None
+        content = self._packed(oid)
+        if content is None and fetch and self.promisor is not None:
+            self.promisor([oid])
+            return self.get(oid, fetch=False)
+        if content is not None:
+            return content
+        raise MissingObject(
+            f"object {oid} is not in the store at {self.root}; run 'kiln fsck', and restore "
+            "it by pulling from a clone that has it"
+        )
+
+    def _packed(self, oid: str) -> bytes | None:
         for _ in range(2):
             for pack in self.packs():
                 content = pack.read(oid)
@@ -101,10 +117,38 @@ class ObjectStore:
                     return content
             # A pack may have appeared (or been repacked by gc) since we listed them.
             self.invalidate()
-        raise MissingObject(
-            f"object {oid} is not in the store at {self.root}; run 'kiln fsck', and restore "
-            "it by pulling from a clone that has it"
-        )
+        return None
+
+    def missing(self, oids: Iterable[str]) -> list[str]:
+        """The ids of ``oids`` this store lacks, in order, each once."""
+        return [o for o in dict.fromkeys(oids) if not self.has(o)]
+
+    def ensure(self, oids: Iterable[str]) -> int:
+        """In a partial clone, fetch the objects of ``oids`` not here yet, in batches (one
+        request each, not one per image); returns how many were fetched. Elsewhere a no-op."""
+        if self.promisor is None:
+            return 0
+        todo = self.missing(oids)
+        if todo:
+            self.promisor(todo)
+        return len(todo)
+
+    def stored(self, oid: str) -> bytes:
+        """The stored form of an object (tag byte and payload), unchecked: what a transfer
+        sends, so a packed image crosses the wire without being decoded and encoded again.
+        The receiver checks every hash."""
+        try:
+            return read_regular(self.loose_path(oid), OBJECT_MAX)
+        except FileNotFoundError:
+            pass
+        for _ in range(2):
+            raw = bytes.fromhex(oid)
+            for pack in self.packs():
+                loc = pack.find(raw)
+                if loc is not None:
+                    return pack.stored(*loc)
+            self.invalidate()
+        raise MissingObject(f"object {oid} is not in the store at {self.root}; run 'kiln fsck'")
 
     def get_json(self, oid: str) -> Any:
         try:

@@ -39,12 +39,14 @@ def check_name(name: str, kind: str) -> str:
     return name
 
 
-REF_PREFIXES = ("refs/heads/", "refs/tags/")
+REF_PREFIXES = ("refs/heads/", "refs/tags/", "refs/remotes/")
 REF_MAX = 4096  # bytes of a ref file or HEAD: a commit id, or "ref: " and a name
 
 
 def valid_ref(ref: str) -> bool:
-    """True for ``refs/heads/NAME`` or ``refs/tags/NAME`` with a NAME ``check_name`` allows."""
+    """True for ``refs/heads/NAME``, ``refs/tags/NAME`` or ``refs/remotes/REMOTE/NAME`` (a
+    remote-tracking ref: where a remote's branch was when last fetched) with a NAME
+    ``check_name`` allows."""
     for prefix in REF_PREFIXES:
         if ref.startswith(prefix):
             try:

@@ -1,0 +1,101 @@
+"""``Hub``: hosted repositories, their metadata, and who may do what. The web layer (``hub.app``)
+and the admin commands (``kiln hub user add``) are both thin over it.
+
+Access: a repository's owner and hub admins have ``admin``; collaborators have the role they were
+given; anyone has ``read`` on a public repository. A token caps what its user may do by its
+scopes. Someone who may not read a private repository is told it does not exist (404), never
+that it is private.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from ..errors import AuthRequired, InputError, PermissionDenied, RepoNotFound
+from ..repo import Repo
+from .meta import Meta, RepoInfo, SQLiteMeta, Token, check_name, rank
+from .storage import DirStorage, RepoStorage
+
+PUSH_MAX = 16 << 30  # bytes of one push; a deployment can lower it (kiln hub serve --max-push)
+
+
+class Hub:
+    def __init__(
+        self, root: Path, *, meta: Meta | None = None, storage: RepoStorage | None = None, push_max: int = PUSH_MAX
+    ) -> None:
+        self.root = Path(root)
+        self.root.mkdir(parents=True, exist_ok=True)
+        self.meta: Meta = meta if meta is not None else SQLiteMeta(self.root / "hub.db")
+        self.storage: RepoStorage = storage if storage is not None else DirStorage(self.root / "repos")
+        self.push_max = push_max
+
+    # ---- who is asking ------------------------------------------------------------------
+    def identify(self, token: str | None) -> Token | None:
+        """The token's owner, None for an anonymous request; a wrong token is an error, not anonymous."""
+        if not token:
+            return None
+        found = self.meta.check_token(token)
+        if found is None:
+            raise AuthRequired(
+                "the hub refused this token (unknown, expired or revoked); get a new one from the hub's admin "
+                "('kiln hub token add USER') and run 'kiln login URL'"
+            )
+        return found
+
+    def access(self, who: Token | None, owner: str, name: str, need: str) -> RepoInfo:
+        """The repository if ``who`` may ``need`` (read, write or admin) in it."""
+        info = self.meta.repo(owner, name) if _plausible(owner, name) else None
+        role = self.meta.role(info, who.user if who else None) if info else None
+        if info is None or role is None:
+            raise RepoNotFound(
+                f"repository {owner}/{name} is not on this hub, or you may not see it"
+                + ("" if who else "; if it is private, log in first: 'kiln login URL'")
+            )
+        if rank(role) < rank(need):
+            if who is None:
+                raise AuthRequired(f"{need} access to {owner}/{name} needs a token; run 'kiln login URL'")
+            raise PermissionDenied(f"{who.user} has {role} access to {owner}/{name}; this needs {need}")
+        if who is not None and not who.allows(need):
+            raise PermissionDenied(
+                f"this token's scopes ({', '.join(who.scopes)}) do not allow {need}; make a token with that scope"
+            )
+        return info
+
+    def role(self, who: Token | None, info: RepoInfo) -> str | None:
+        role = self.meta.role(info, who.user if who else None)
+        if who is not None and role is not None:
+            cap = max(rank(s) for s in who.scopes)
+            role = role if rank(role) <= cap else ("read", "write", "admin")[cap - 1]
+        return role
+
+    def visible(self, who: Token | None) -> list[RepoInfo]:
+        return [r for r in self.meta.repos() if self.meta.role(r, who.user if who else None) is not None]
+
+    # ---- repositories -------------------------------------------------------------------
+    def create(self, who: Token | None, owner: str, name: str, *, private: bool, description: str = "") -> RepoInfo:
+        if who is None:
+            raise AuthRequired("creating a repository needs a token; run 'kiln login URL'")
+        check_name(owner, "owner")
+        check_name(name, "repository name")
+        if not who.allows("write"):
+            raise PermissionDenied("this token is read-only; creating a repository needs the write scope")
+        if owner != who.user and not self.meta.is_admin(who.user):
+            raise PermissionDenied(f"{who.user} may not create repositories for {owner}")
+        if len(description) > 2000:
+            raise InputError("a repository description is at most 2,000 characters")
+        if self.meta.repo(owner, name) is None and self.storage.exists(owner, name):
+            self.storage.remove(owner, name)  # left by a crash between the two steps below
+        self.storage.create(owner, name)
+        return self.meta.add_repo(owner, name, private=private, description=description)
+
+    def open(self, info: RepoInfo) -> Repo:
+        return self.storage.open(info.owner, info.name)
+
+
+def _plausible(owner: str, name: str) -> bool:
+    try:
+        check_name(owner, "owner")
+        check_name(name, "repository name")
+    except InputError:
+        return False
+    return True
