@@ -12,6 +12,8 @@ import time
 from pathlib import Path
 from typing import Any
 
+import pytest
+
 import datakiln
 from datakiln.store import wire
 from tests.conftest import ENV, HubServer
@@ -349,3 +351,39 @@ def test_clone_of_a_missing_repository_leaves_no_directory(hub: Any, tmp_path: P
     )
     assert r.returncode == 1 and "alice/nothing" in r.stderr and not (tmp_path / "n").exists()
     assert os.listdir(tmp_path).count("n") == 0
+
+
+def test_huggingface_hub_downloads_a_commit_as_parquet_matching_kiln_export(
+    hub: Any, digits: datakiln.Repo, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from huggingface_hub import snapshot_download
+
+    _publish(hub, digits, "alice/pub")
+    commit = digits.resolve("main")
+    monkeypatch.setenv("HF_HUB_DISABLE_TELEMETRY", "1")
+    monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "hf-cache"))
+    for rev in ("main", commit):
+        out = Path(
+            snapshot_download(
+                "alice/pub", repo_type="dataset", endpoint=hub.url, revision=rev, local_dir=tmp_path / f"hf-{rev[:8]}"
+            )
+        )
+        assert (out / "README.md").read_text().startswith("---\n")
+        assert commit in (out / "README.md").read_text()
+    hub.kiln("export", str(tmp_path / "exported"), cwd=digits.root)
+    for split in ("train", "valid", "test"):
+        assert (out / "data" / f"{split}.parquet").read_bytes() == (
+            tmp_path / "exported" / f"{split}.parquet"
+        ).read_bytes()
+    # A private repository is invisible to the client without a token, and visible with one.
+    _publish_private = hub.kiln("hub", "create", "alice/hidden", "--private", cwd=digits.root)
+    assert _publish_private.returncode == 0
+    hub.kiln("push", f"{hub.url}/alice/hidden", "main", cwd=digits.root)
+    from huggingface_hub.errors import RepositoryNotFoundError
+
+    with pytest.raises(RepositoryNotFoundError):
+        snapshot_download("alice/hidden", repo_type="dataset", endpoint=hub.url, token=False, local_dir=tmp_path / "no")
+    got = snapshot_download(
+        "alice/hidden", repo_type="dataset", endpoint=hub.url, token=hub.token, local_dir=tmp_path / "yes"
+    )
+    assert (Path(got) / "data" / "train.parquet").is_file()

@@ -95,7 +95,14 @@ def create_app(hub: Hub) -> FastAPI:
 
     @app.exception_handler(KilnError)
     async def _kiln_error(request: Request, e: KilnError) -> Response:
-        return json_response({"error": str(e), "kind": type(e).__name__}, status_of(e))
+        response = json_response({"error": str(e), "kind": type(e).__name__}, status_of(e))
+        # The Hugging Face client tells a missing repository from a missing revision by this header.
+        code = {RepoNotFound: "RepoNotFound", RevisionError: "RevisionNotFound"}
+        for cls, name in code.items():
+            if isinstance(e, cls):
+                response.headers["X-Error-Code"] = name
+                response.headers["X-Error-Message"] = str(e)[:200].encode("ascii", "replace").decode()
+        return response
 
     @app.exception_handler(TooLarge)
     async def _too_large(request: Request, e: TooLarge) -> Response:
@@ -111,6 +118,9 @@ def create_app(hub: Hub) -> FastAPI:
 
     add_protocol_routes(app, hub)
     add_api_routes(app, hub)
+    from . import hf
+
+    hf.add_routes(app, hub)
     return app
 
 
