@@ -118,9 +118,10 @@ def create_app(hub: Hub) -> FastAPI:
 
     add_protocol_routes(app, hub)
     add_api_routes(app, hub)
-    from . import hf
+    from . import hf, pages
 
     hf.add_routes(app, hub)
+    pages.add_routes(app, hub)  # last: its /OWNER/NAME routes would shadow the others
     return app
 
 

@@ -27,9 +27,15 @@ _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
 TOKEN_PREFIX = "kiln_"
 
 
+RESERVED = frozenset({"api", "datasets", "static", "login", "logout", "models", "spaces"})  # the hub's own paths
+
+
 def check_name(name: str, what: str) -> str:
     """A user or repository name: one path segment that any tool can carry unchanged."""
-    if not isinstance(name, str) or not _NAME.match(name) or ".." in name or name.endswith((".", ".lock")):
+    bad = not isinstance(name, str) or not _NAME.match(name) or ".." in name or name.endswith((".", ".lock"))
+    if not bad and what != "repository name" and name.lower() in RESERVED:
+        raise BadName(f"{what} {name!r} is reserved for the hub's own pages; pick another")
+    if bad:
         raise BadName(
             f"{what} {str(name)[:80]!r} is not allowed; use 1-64 letters, digits, '.', '_' and '-', "
             "starting with a letter or digit (no '..', no '/')"

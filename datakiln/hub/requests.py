@@ -34,7 +34,7 @@ def _branch(repo: Repo, name: object, what: str) -> str:
     return cid
 
 
-def _text(value: object, what: str, limit: int) -> str:
+def check_text(value: object, what: str, limit: int) -> str:
     if not isinstance(value, str) or not value.strip() or len(value) > limit:
         raise InputError(f"{what} must be text of 1-{limit:,} characters")
     return history.check_message(value) if what == "the title" else value.strip()
@@ -48,7 +48,7 @@ def open_request(hub: Hub, info: RepoInfo, who: Token, body: Any) -> int:
     base = _branch(repo, body.get("target"), "the target")
     if body["source"] == body["target"]:
         raise InputError("the source and target of a change request must be different branches")
-    title = _text(body.get("title"), "the title", TITLE_MAX)
+    title = check_text(body.get("title"), "the title", TITLE_MAX)
     now = int(time.time())
     fields = {
         "source": body["source"],
@@ -63,7 +63,7 @@ def open_request(hub: Hub, info: RepoInfo, who: Token, body: Any) -> int:
     }
     number = hub.meta.add_request(info.owner, info.name, fields)
     if isinstance(body.get("body"), str) and body["body"].strip():
-        hub.meta.add_comment(info.owner, info.name, number, who.user, _text(body["body"], "the comment", BODY_MAX))
+        hub.meta.add_comment(info.owner, info.name, number, who.user, check_text(body["body"], "the comment", BODY_MAX))
     return number
 
 
@@ -117,6 +117,13 @@ def merge_request(hub: Hub, info: RepoInfo, who: Token, number: int) -> merging.
     return result
 
 
+def close_request(hub: Hub, info: RepoInfo, number: int) -> None:
+    req = describe(hub, info, number)
+    if req["state"] != "open":
+        raise StateError(f"change request #{number} is already {req['state']}")
+    hub.meta.update_request(info.owner, info.name, number, {"state": "closed", "updated": int(time.time())})
+
+
 def add_routes(app: FastAPI, hub: Hub) -> None:
     from .app import json_response, read_json, who
 
@@ -150,7 +157,7 @@ def add_routes(app: FastAPI, hub: Hub) -> None:
             raise AuthRequired("commenting needs a token; run 'kiln login URL'")
         describe(hub, info, number)  # exists
         body = await read_json(request)
-        text = _text(body.get("body") if isinstance(body, dict) else None, "the comment", BODY_MAX)
+        text = check_text(body.get("body") if isinstance(body, dict) else None, "the comment", BODY_MAX)
         hub.meta.add_comment(info.owner, info.name, number, token.user, text)
         return json_response(describe(hub, info, number), 201)
 
@@ -175,8 +182,5 @@ def add_routes(app: FastAPI, hub: Hub) -> None:
     def close(owner: str, name: str, number: int, request: Request) -> Response:
         token = who(hub, request)
         info = hub.access(token, owner, name, "write")
-        req = describe(hub, info, number)
-        if req["state"] != "open":
-            raise StateError(f"change request #{number} is already {req['state']}")
-        hub.meta.update_request(info.owner, info.name, number, {"state": "closed", "updated": int(time.time())})
+        close_request(hub, info, number)
         return json_response(describe(hub, info, number))

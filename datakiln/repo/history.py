@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from typing import Any, TypedDict
 
 from ..errors import CorruptObject, ExampleNotFound, InputError, RevisionNotFound, StateError
-from ..store.objects import ObjectStore, check_oid, is_oid
+from ..store.objects import ObjectStore, check_oid
 from ..store.refs import Refs, valid_ref
 from .label_source import check_person
 from .revs import MIN_PREFIX, ambiguous, not_found, split_rev, walk_steps
@@ -236,11 +236,7 @@ def _resolve_base(store: ObjectStore, refs: Refs, base: str) -> str:
 def _commits_with_prefix(store: ObjectStore, prefix: str) -> list[str]:
     if len(prefix) == 64:
         return [prefix] if store.has(prefix) and _is_commit(store, prefix) else []
-    sub = store.root / prefix[:2]
-    if not sub.is_dir():
-        return []
-    hits = [prefix[:2] + f.name for f in sub.iterdir() if f.name.startswith(prefix[2:]) and is_oid(prefix[:2] + f.name)]
-    return [h for h in hits if _is_commit(store, h)]
+    return [h for h in store.with_prefix(prefix) if _is_commit(store, h)]
 
 
 def _is_commit(store: ObjectStore, oid: str) -> bool:

@@ -10,6 +10,7 @@ See docs/format.md for the byte layout.
 
 from __future__ import annotations
 
+import bisect
 import json
 import os
 from collections.abc import Callable, Iterable, Iterator
@@ -155,6 +156,22 @@ class ObjectStore:
             return json.loads(self.get(oid))
         except (UnicodeDecodeError, ValueError, RecursionError) as e:  # ValueError: bad JSON, huge ints
             raise CorruptObject(f"object {oid} is not valid JSON ({e}); run 'kiln fsck'") from None
+
+    def with_prefix(self, prefix: str) -> list[str]:
+        """Ids of stored objects (loose or packed) that start with the hex ``prefix`` (2+ digits)."""
+        hits: set[str] = set()
+        sub = self.root / prefix[:2]
+        if sub.is_dir():
+            hits.update(prefix[:2] + f.name for f in sub.iterdir() if f.name.startswith(prefix[2:]))
+        low = bytes.fromhex(prefix[: len(prefix) // 2 * 2])
+        for pack in self.packs():
+            i = bisect.bisect_left(pack.keys, low)
+            while i < pack.count and pack.keys[i].startswith(low):
+                oid = pack.keys[i].hex()
+                if oid.startswith(prefix):
+                    hits.add(oid)
+                i += 1
+        return sorted(h for h in hits if is_oid(h))
 
     def packed_ids(self) -> set[bytes]:
         out: set[bytes] = set()
