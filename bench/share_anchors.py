@@ -153,7 +153,8 @@ def timed_repeats(repeats: int, once: Any) -> tuple[list[float], list[float], in
     times, loads, files = [], [], 0
     for k in range(repeats):
         # Flush dirty pages first (the set-up's files, the last repeat's clone and its deletion):
-        # their writeback otherwise lands inside the next timed clone, doubling it at n=2,000.
+        # their writeback otherwise can land inside the next timed clone (the second of two git
+        # clones at n=2,000 took 1.5 s against 0.7 s without this; on a busy machine, so a hint).
         os.sync()
         dt, files = once(k)
         times.append(dt)
@@ -237,10 +238,11 @@ def find_weed(dvc: str | None = None) -> str:
     return found
 
 
-def weed_mini_cmd(weed: str, root: Path) -> tuple[list[str], int]:
+def weed_mini_cmd(weed: str, root: Path) -> tuple[list[str], dict[str, int]]:
     """``weed mini`` on loopback only, every port chosen free here (defaults 8333, 9333 ... may be
     taken by another run), and nothing that the benchmark does not use: no WebDAV, no Iceberg or
-    Lance catalog, no telemetry (it would post to a host off this machine). Returns (cmd, S3 port)."""
+    Lance catalog, no telemetry (it would post to a host off this machine). Returns (cmd, the HTTP
+    port of each component; gRPC is port + 10000)."""
     ports = {name: free_port(grpc_too=True) for name in ("master", "volume", "filer", "s3", "admin")}
     cmd = [
         weed,
@@ -262,7 +264,15 @@ def weed_mini_cmd(weed: str, root: Path) -> tuple[list[str], int]:
     ]
     for name, port in ports.items():
         cmd += [f"-{name}.port={port}", f"-{name}.port.grpc={port + 10000}"]
-    return cmd, ports["s3"]
+    return cmd, ports
+
+
+def remove_weed_sockets(ports: dict[str, int]) -> None:
+    """weed's gRPC Unix sockets (``seaweedfs-<what>-grpc-<port>.sock`` in the temp dir, no flag to
+    move them) stay behind when it is stopped soon after start: remove ours, by our ports."""
+    for port in ports.values():
+        for sock in Path(tempfile.gettempdir()).glob(f"seaweedfs-*-{port + 10000}.sock"):
+            sock.unlink(missing_ok=True)
 
 
 # Run with the dvc venv's Python (botocore comes with dvc-s3): a signed request that succeeds
@@ -325,7 +335,8 @@ def dvc_s3_pull(data: Path, work: Path, dvc: str, repeats: int = 1) -> dict[str,
     root = work / "weed"
     root.mkdir()
     log = work / "weed.log"
-    cmd, s3_port = weed_mini_cmd(find_weed(dvc), root)
+    cmd, ports = weed_mini_cmd(find_weed(dvc), root)
+    s3_port = ports["s3"]
     endpoint = f"http://{HOST}:{s3_port}"
     # The env keys make weed create its 'mini' user with them (and switch on signature checks).
     server = start(cmd, work, S3_ENV, log=log)
@@ -350,6 +361,7 @@ def dvc_s3_pull(data: Path, work: Path, dvc: str, repeats: int = 1) -> dict[str,
         times, loads, files = timed_repeats(repeats, once)
     finally:
         stop(server)
+        remove_weed_sockets(ports)
     best = min(times)
     return {
         "pull_s": best,

@@ -290,3 +290,33 @@ def test_crash_at_every_rename_of_a_merge_keeps_its_second_parent(digits: dataki
         if proc.returncode == 0:
             break
     assert proc.returncode == 0 and k > 1
+
+
+def test_threads_sharing_one_repository_lock_take_turns(tmp_path: Path) -> None:
+    """A server shares a Repo between request threads: its lock must exclude threads, not only
+    processes (flock alone let two pushes on the hub both move a branch)."""
+    import threading
+    import time as _time
+
+    from datakiln.store.fsutil import FileLock
+
+    lock = FileLock(tmp_path / "lock")
+    inside: list[int] = []
+    overlaps: list[int] = []
+
+    def work() -> None:
+        for _ in range(300):
+            with lock:
+                with lock:  # still reentrant for the thread that holds it
+                    inside.append(1)
+                    if len(inside) > 1:
+                        overlaps.append(1)
+                    _time.sleep(0)
+                    inside.pop()
+
+    threads = [threading.Thread(target=work) for _ in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert not overlaps

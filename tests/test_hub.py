@@ -15,6 +15,7 @@ from typing import Any
 import pytest
 
 import datakiln
+from datakiln.repo.transfer import objects_to_send
 from datakiln.store import wire
 from tests.conftest import ENV, HubServer
 
@@ -155,7 +156,7 @@ def test_kill_9_of_the_hub_mid_push_leaves_every_ref_on_a_complete_commit(
     before = hosted.resolve("main")
     digits.label(digits.table().ids[0], "9")
     new = digits.commit("after the crash")
-    objects = datakiln.repo.transfer.objects_to_send(digits.store, [new], [])[0]  # everything, as a fresh push
+    objects = objects_to_send(digits.store, [new], [])[0]  # everything, as a fresh push
     body = wire.frame({"updates": [{"ref": "refs/heads/main", "old": before, "new": new, "force": False}]})
     body += wire.encode(digits.store, objects)
     conn = _raw_push(hub.port, "/alice/digits/kiln/push", hub.token, body[: len(body) // 2], length=len(body))
@@ -238,7 +239,7 @@ def test_bad_pushes_change_nothing(hub: Any, digits: datakiln.Repo, tmp_path: Pa
     packs = sorted(p.name for p in hosted.store.pack_dir.iterdir())
     digits.label(digits.table().ids[0], "9")
     new = digits.commit("edit")
-    objects = datakiln.repo.transfer.objects_to_send(digits.store, [new], [head])[0]
+    objects = objects_to_send(digits.store, [new], [head])[0]
 
     def push(update: dict[str, Any], pack: bytes) -> tuple[int, Any]:
         return _post(hub.port, "/alice/digits/kiln/push", hub.token, wire.frame({"updates": [update]}) + pack)
@@ -387,3 +388,22 @@ def test_huggingface_hub_downloads_a_commit_as_parquet_matching_kiln_export(
         "alice/hidden", repo_type="dataset", endpoint=hub.url, token=hub.token, local_dir=tmp_path / "yes"
     )
     assert (Path(got) / "data" / "train.parquet").is_file()
+
+
+def test_demo_shares_through_a_hub_it_starts(
+    digits: datakiln.Repo, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from datakiln.cli import main
+    from datakiln.cli.demo import share
+
+    monkeypatch.setenv("KILN_CONFIG_HOME", str(tmp_path / "cfg"))
+    monkeypatch.setenv("KILN_TOKEN", "")  # share() sets it; monkeypatch puts it back
+    digits.checkout("relabel", create=True)
+    digits.label(digits.table().ids[0], "8")
+    digits.commit("relabel one")
+    digits.checkout("main")
+    assert share(str(digits.root), main) == 0
+    clone = datakiln.Repo(str(digits.root) + "-clone")
+    assert clone.partial == "origin" and clone.resolve("origin/relabel") == digits.resolve("relabel")
+    hosted = datakiln.Repo(Path(str(digits.root) + "-hub") / "repos" / "demo" / "digits")
+    assert hosted.resolve("main") == digits.resolve("main") and hosted.fsck().ok

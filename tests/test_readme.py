@@ -7,6 +7,7 @@ import shutil
 import subprocess
 import time
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
@@ -133,3 +134,60 @@ def test_readme_python_api_runs_as_written(tmp_path: Path) -> None:
     lines = proc.stdout.splitlines()
     assert "'relabeled': [{" in lines[0] and "'old': 'cat', 'new': 'dog'" in lines[0]
     assert lines[1] in ("['cat']", "['dog']")
+
+
+def test_readme_share_block_runs_as_written(digits: Any, tmp_path: Path) -> None:
+    """The README's sharing block, verbatim, in a home of its own, beside a `kiln-demo` with a
+    `relabel` branch (what `kiln demo` leaves). The hub it starts in the background is stopped
+    with its process group."""
+    import os
+    import sys
+
+    import datakiln
+    from tests.conftest import ENV
+
+    home = tmp_path / "home"  # not tmp_path: the digits fixture lives there, and the block clones 'digits'
+    demo = home / "kiln-demo"
+    shutil.copytree(digits.root, demo)
+    r = datakiln.Repo(demo)
+    r.checkout("relabel", create=True)
+    r.label(r.table().ids[5], "8")
+    r.commit("relabel a digit")
+    r.checkout("main")
+    env = {**ENV, "HOME": str(home), "PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}"}
+    env.pop("KILN_CONFIG_HOME", None)
+    env.pop("KILN_TOKEN", None)
+    # Files, not pipes: the hub the block leaves in the background would hold a pipe open.
+    with open(tmp_path / "out.txt", "w") as fo, open(tmp_path / "err.txt", "w") as fe:
+        proc = subprocess.Popen(
+            ["bash", "-ec", readme_command("share-commands")], cwd=home, env=env, stdout=fo, stderr=fe,
+            start_new_session=True,
+        )  # fmt: skip
+        try:
+            proc.wait(timeout=300)
+        finally:
+            _stop_group(proc.pid)  # the hub the block left running in the background
+    out, err = (tmp_path / "out.txt").read_text(), (tmp_path / "err.txt").read_text()
+    assert proc.returncode == 0, out + err
+    assert "#1 opened" in out and "fast-forward: " in out  # main had not moved: the merge fast-forwards
+    hosted = datakiln.Repo(home / "kiln-hub" / "repos" / "alice" / "digits")
+    assert hosted.table("main").label_of(r.table("relabel").ids[5])[0] == "8"
+    assert (home / ".config" / "kiln" / "credentials.json").stat().st_mode & 0o077 == 0
+
+
+def _stop_group(pgid: int) -> None:
+    """SIGTERM a process group, then SIGKILL what is left after a few seconds."""
+    import os
+    import signal
+
+    for sig in (signal.SIGTERM, signal.SIGKILL):
+        try:
+            os.killpg(pgid, sig)
+        except ProcessLookupError:
+            return
+        for _ in range(50):
+            try:
+                os.killpg(pgid, 0)
+            except ProcessLookupError:
+                return
+            time.sleep(0.1)

@@ -138,7 +138,11 @@ def _hub_client(a: argparse.Namespace) -> None:
     if not name:
         raise InputError(f"{a.repo!r}: name the repository as OWNER/NAME")
     url = _hub_url(a)
-    conn = Remote(f"{url}/{owner}/{name}")
+    with Remote(f"{url}/{owner}/{name}") as conn:
+        _hub_call(a, conn, url, owner, name)
+
+
+def _hub_call(a: argparse.Namespace, conn: Remote, url: str, owner: str, name: str) -> None:
     if a.hub_command == "create":
         info = conn.api(
             "POST", "repos", {"owner": owner, "name": name, "private": a.private, "description": a.description}
@@ -163,7 +167,8 @@ def _login_args(p: argparse.ArgumentParser) -> None:
 def cmd_login(a: argparse.Namespace) -> None:
     token = a.token or os.environ.get("KILN_TOKEN") or getpass.getpass(f"token for {origin(a.url)}: ")
     token = token.strip()
-    who = Remote(origin(a.url), token=token).api("GET", "user")
+    with Remote(origin(a.url), token=token) as conn:
+        who = conn.api("GET", "user")
     path = store_token(a.url, token)
     print(f"logged in to {origin(a.url)} as {who['user']} (scopes: {', '.join(who['scopes'])}); token kept in {path}")
 
@@ -342,7 +347,11 @@ def _request_args(p: argparse.ArgumentParser) -> None:
 )
 def cmd_request(a: argparse.Namespace) -> int:
     r = repo(a)
-    conn = r.remote(a.remote or r.default_remote())
+    with r.remote(a.remote or r.default_remote()) as conn:
+        return _request(a, r, conn)
+
+
+def _request(a: argparse.Namespace, r: Any, conn: Remote) -> int:
     path = conn.repo_api("/requests")
     if a.action == "list":
         res = conn.api("GET", path + (f"?state={a.state}" if a.state else ""))

@@ -12,7 +12,8 @@ from __future__ import annotations
 
 import json
 import os
-from collections.abc import Iterator
+import re
+from collections.abc import Awaitable, Callable, Iterator
 from typing import Any
 
 from fastapi import FastAPI, Request
@@ -66,6 +67,17 @@ def status_of(e: KilnError) -> int:
     return 500
 
 
+def error_response(e: KilnError) -> Response:
+    response = json_response({"error": str(e), "kind": type(e).__name__}, status_of(e))
+    # The Hugging Face client tells a missing repository from a missing revision by this header.
+    code = {RepoNotFound: "RepoNotFound", RevisionError: "RevisionNotFound"}
+    for cls, name in code.items():
+        if isinstance(e, cls):
+            response.headers["X-Error-Code"] = name
+            response.headers["X-Error-Message"] = str(e)[:200].encode("ascii", "replace").decode()
+    return response
+
+
 def json_response(obj: Any, status: int = 200) -> Response:
     return Response(json.dumps(obj, ensure_ascii=False), status_code=status, media_type="application/json")
 
@@ -89,20 +101,13 @@ async def read_json(request: Request, limit: int = 64 << 20) -> Any:
         raise InputError(f"the request body is not JSON ({e})") from None
 
 
-def create_app(hub: Hub) -> FastAPI:
+def create_app(hub: Hub) -> HubApp:
     app = FastAPI(title="kiln hub", docs_url=None, redoc_url=None, openapi_url=None)
     app.state.hub = hub
 
     @app.exception_handler(KilnError)
     async def _kiln_error(request: Request, e: KilnError) -> Response:
-        response = json_response({"error": str(e), "kind": type(e).__name__}, status_of(e))
-        # The Hugging Face client tells a missing repository from a missing revision by this header.
-        code = {RepoNotFound: "RepoNotFound", RevisionError: "RevisionNotFound"}
-        for cls, name in code.items():
-            if isinstance(e, cls):
-                response.headers["X-Error-Code"] = name
-                response.headers["X-Error-Message"] = str(e)[:200].encode("ascii", "replace").decode()
-        return response
+        return error_response(e)
 
     @app.exception_handler(TooLarge)
     async def _too_large(request: Request, e: TooLarge) -> Response:
@@ -116,62 +121,99 @@ def create_app(hub: Hub) -> FastAPI:
     async def _http(request: Request, e: StarletteHTTPException) -> Response:
         return json_response({"error": str(e.detail), "kind": "HTTPError"}, e.status_code)
 
-    add_protocol_routes(app, hub)
     add_api_routes(app, hub)
     from . import hf, pages
 
     hf.add_routes(app, hub)
     pages.add_routes(app, hub)  # last: its /OWNER/NAME routes would shadow the others
-    return app
+    return HubApp(hub, app)
 
 
 def who(hub: Hub, request: Request) -> Token | None:
     return hub.identify(bearer(request))
 
 
-def add_protocol_routes(app: FastAPI, hub: Hub) -> None:
-    @app.get("/{owner}/{name}/kiln/refs")
-    def refs(owner: str, name: str, request: Request) -> Response:
-        info = hub.access(who(hub, request), owner, name, "read")
-        return json_response(protocol.advertise(hub.open(info)))
+async def _refs(hub: Hub, request: Request, owner: str, name: str) -> Response:
+    info = hub.access(who(hub, request), owner, name, "read")
+    return json_response(protocol.advertise(hub.open(info)))
 
-    @app.post("/{owner}/{name}/kiln/fetch")
-    async def fetch(owner: str, name: str, request: Request) -> Response:
-        info = hub.access(who(hub, request), owner, name, "read")
-        body = await read_json(request)
-        repo = hub.open(info)
-        header, objects = await run_in_threadpool(protocol.plan_fetch, repo, body)
-        return _stream(wire.frame(header), repo, objects)
 
-    @app.post("/{owner}/{name}/kiln/objects")
-    async def objects(owner: str, name: str, request: Request) -> Response:
-        info = hub.access(who(hub, request), owner, name, "read")
-        body = await read_json(request)
-        repo = hub.open(info)
-        ids = await run_in_threadpool(protocol.plan_objects, repo, body)
-        return _stream(b"", repo, ids)
+async def _fetch(hub: Hub, request: Request, owner: str, name: str) -> Response:
+    info = hub.access(who(hub, request), owner, name, "read")
+    body = await read_json(request)
+    repo = hub.open(info)
+    header = protocol.up_to_date(repo, body)  # most fetches (a team polling) bring nothing: no thread for those
+    if header is not None:
+        return Response(wire.frame(header) + wire.encode(repo.store, []), media_type=WIRE)
+    header, objects = await run_in_threadpool(protocol.plan_fetch, repo, body)
+    return _stream(wire.frame(header), repo, objects)
 
-    @app.post("/{owner}/{name}/kiln/push")
-    async def push(owner: str, name: str, request: Request) -> Response:
-        token = who(hub, request)
-        info = hub.access(token, owner, name, "write")
-        may_force = hub.role(token, info) == "admin"
-        repo = hub.open(info)
-        # The body is spooled to the repository's tmp/ first (a crash leaves a file 'kiln gc'
-        # removes), then read by a worker thread: the checks are synchronous code.
-        spool = temp_path(repo.tmp_dir, "push")
+
+async def _objects(hub: Hub, request: Request, owner: str, name: str) -> Response:
+    info = hub.access(who(hub, request), owner, name, "read")
+    body = await read_json(request)
+    repo = hub.open(info)
+    ids = await run_in_threadpool(protocol.plan_objects, repo, body)
+    return _stream(b"", repo, ids)
+
+
+async def _push(hub: Hub, request: Request, owner: str, name: str) -> Response:
+    token = who(hub, request)
+    info = hub.access(token, owner, name, "write")
+    may_force = hub.role(token, info) == "admin"
+    repo = hub.open(info)
+    # The body is spooled to the repository's tmp/ first (a crash leaves a file 'kiln gc'
+    # removes), then read by a worker thread: the checks are synchronous code.
+    spool = temp_path(repo.tmp_dir, "push")
+    try:
+        await _spool(request, spool, hub.push_max)
+        with open(spool, "rb") as f:
+            results = await run_in_threadpool(protocol.receive_push, repo, f, may_force=may_force, limit=hub.push_max)
+    finally:
+        spool.unlink(missing_ok=True)
+    return json_response({"results": results})
+
+
+Handler = Callable[[Hub, Request, str, str], Awaitable[Response]]
+PROTOCOL: dict[str, tuple[str, Handler]] = {
+    "refs": ("GET", _refs),
+    "fetch": ("POST", _fetch),
+    "objects": ("POST", _objects),
+    "push": ("POST", _push),
+}
+_PROTOCOL_PATH = re.compile(r"^/([^/]+)/([^/]+)/kiln/(refs|fetch|objects|push)$")
+
+
+class HubApp:
+    """The ASGI app: the transfer protocol on a short path (plain Starlette requests: every
+    client's every fetch goes through here, and FastAPI's routing and dependency machinery cost
+    more than the no-op fetch itself), everything else through FastAPI."""
+
+    def __init__(self, hub: Hub, api: FastAPI) -> None:
+        self.hub, self.api = hub, api
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        m = _PROTOCOL_PATH.match(scope.get("path", "")) if scope["type"] == "http" else None
+        if m is None or scope["method"] != PROTOCOL[m[3]][0]:
+            await self.api(scope, receive, send)
+            return
+        request = Request(scope, receive)
         try:
-            await _spool(request, spool, hub.push_max)
-            with open(spool, "rb") as f:
-                results = await run_in_threadpool(
-                    protocol.receive_push, repo, f, may_force=may_force, limit=hub.push_max
-                )
-        finally:
-            spool.unlink(missing_ok=True)
-        return json_response({"results": results})
+            response = await PROTOCOL[m[3]][1](self.hub, request, m[1], m[2])
+        except KilnError as e:
+            response = error_response(e)
+        except TooLarge as e:
+            response = json_response({"error": str(e), "kind": "TooLarge"}, 413)
+        await response(scope, receive, send)
+
+
+SMALL = 256  # objects: an answer this small is built at once, not streamed chunk by chunk through threads
 
 
 def _stream(head: bytes, repo: Any, objects: list[str]) -> Response:
+    if len(objects) <= SMALL:
+        return Response(head + wire.encode(repo.store, objects), media_type=WIRE)
+
     def chunks() -> Iterator[bytes]:
         yield head
         yield from wire.encode_stream(repo.store, objects)

@@ -51,6 +51,17 @@ def _ids(value: object, what: str, limit: int) -> list[str]:
     return list(value)
 
 
+def up_to_date(repo: Repo, request: Any) -> dict[str, Any] | None:
+    """The header of a fetch that brings nothing (the client has every wanted ref's commit), or
+    None if there is something to send (``plan_fetch``)."""
+    if not isinstance(request, dict) or request.get("want") is not None or not isinstance(request.get("have"), list):
+        return None
+    ad = advertise(repo)
+    if not set(ad["refs"].values()) <= set(request["have"]):
+        return None
+    return {"refs": ad["refs"], "head": ad["head"], "objects": 0, "commits": 0}
+
+
 def plan_fetch(repo: Repo, request: Any) -> tuple[dict[str, Any], list[str]]:
     """(the header to send: refs; the objects to send) for a fetch request."""
     if not isinstance(request, dict):

@@ -19,18 +19,18 @@ import json
 import os
 import re
 from collections.abc import Callable
-from typing import Any, TypedDict
+from typing import TYPE_CHECKING, Any, TypedDict
 
 from ..errors import InputError, PushRejected, StateError
-from ..store import wire
 from ..store.codec import is_oid
 from ..store.fsutil import atomic_write
 from ..store.refs import check_name
-from ..store.remote import Remote
 from . import history
 from . import merge as merging
 from .branching import Branching
-from .transfer import new_commits, objects_to_send, receive_checked
+
+if TYPE_CHECKING:  # the network side loads when a command talks to a hub (http.client, ssl: 40 ms)
+    from ..store.remote import Remote
 
 FETCH_MAX = 1 << 40  # bytes: a fetch is limited by the disk, not by us
 OBJECTS_BATCH = 50_000  # images asked for in one request by a partial clone
@@ -119,6 +119,8 @@ class Syncing(Branching):
         self.config = cfg
 
     def remote(self, name: str = "origin") -> Remote:
+        from ..store.remote import Remote
+
         urls = self.remotes()
         if name not in urls:
             if re.match(r"^https?://", name):
@@ -148,6 +150,9 @@ class Syncing(Branching):
 
     def fetch(self, remote: str = "origin", *, progress: Progress | None = None) -> FetchResult:
         """Bring the remote's branches (as ``REMOTE/BRANCH``) and tags with the objects they need."""
+        from ..store import wire
+        from .transfer import receive_checked
+
         conn = self.remote(remote)
         try:
             header, stream = conn.fetch(None, self._have(), images=self.partial is None)
@@ -186,6 +191,8 @@ class Syncing(Branching):
 
     def fetch_objects(self, ids: list[str], remote: str | None = None) -> int:
         """Fetch objects by id (a partial clone's images), in batches; returns how many arrived."""
+        from ..store import wire
+
         conn = self.remote(remote or self.partial or self.default_remote())
         got = 0
         try:
@@ -217,6 +224,9 @@ class Syncing(Branching):
             conn.close()
 
     def _push(self, conn: Remote, remote: str, branch: str, local: str, force: bool) -> PushResult:
+        from ..store import wire
+        from .transfer import objects_to_send
+
         ref = f"refs/heads/{branch}"
         theirs = _checked_refs(conn.refs().get("refs"), conn.url)
         old = theirs.get(ref)
@@ -276,6 +286,8 @@ class Syncing(Branching):
         upstream = self.refs.read(f"refs/remotes/{remote}/{branch}")
         if upstream is None:
             return None
+        from .transfer import new_commits
+
         ahead = len(new_commits(self.store, [local], [upstream])[0]) if local else 0
         behind = len(new_commits(self.store, [upstream], [local] if local else [])[0])
         return {"upstream": f"{remote}/{branch}", "ahead": ahead, "behind": behind}

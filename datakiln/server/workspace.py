@@ -24,7 +24,7 @@ from typing import Any, ParamSpec, TypeVar
 from .. import review
 from ..compile import jobs
 from ..compile.records import BuildRecord, default_build, find_build, list_builds
-from ..errors import InputError
+from ..errors import InputError, RemoteError
 from ..repo import Repo
 from ..repo.history import CommitJSON, HistoryEvent
 from ..repo.label_source import is_suggestion
@@ -129,7 +129,14 @@ class Workspace:
 
     # ---- gallery and examples -------------------------------------------------------------
     def gallery(self, q: Query, build: str | None = None) -> dict[str, Any]:
-        return self.gallery_of(build).query(q)
+        page = self.gallery_of(build).query(q)
+        # A labels-only clone: the page's thumbnails will need these images; one request, not 100.
+        # If the hub is unreachable the page still lists its examples (the thumbnails fail alone).
+        try:
+            self.repo.store.ensure(item["blob"] for item in page["items"])
+        except RemoteError:
+            pass
+        return page
 
     def facets(self, build: str | None = None) -> dict[str, Any]:
         return self.gallery_of(build).facets()

@@ -11,6 +11,7 @@ import errno
 import fcntl
 import os
 import stat
+import threading
 import time
 from pathlib import Path
 from types import TracebackType
@@ -70,7 +71,9 @@ class FileLock:
     """An exclusive ``flock`` on a file; released by the kernel if the holder dies.
 
     Because the kernel drops the lock when a process is killed, a ``kill -9`` never leaves the
-    repository locked (unlike lock files that must be deleted).
+    repository locked (unlike lock files that must be deleted). ``flock`` excludes processes, not
+    the threads of one (a server shares a ``Repo`` between request threads), so a thread lock is
+    taken first; both are reentrant for the thread that holds them.
     """
 
     def __init__(self, path: Path, *, timeout: float = 30.0, what: str = "repository") -> None:
@@ -78,12 +81,25 @@ class FileLock:
         self.timeout = timeout
         self.what = what
         self._fd: int | None = None
-        self._depth = 0
+        self._depth = 0  # touched only by the thread holding _thread
+        self._thread = threading.RLock()
 
     def acquire(self) -> None:
+        if not self._thread.acquire(timeout=self.timeout):
+            raise LockTimeout(
+                f"the {self.what} at {self.path.parent} stayed locked by another thread for {self.timeout:.0f} s"
+            )
         if self._depth:
             self._depth += 1
             return
+        try:
+            self._flock()
+        except BaseException:
+            self._thread.release()
+            raise
+        self._depth = 1
+
+    def _flock(self) -> None:
         fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
         deadline = time.monotonic() + self.timeout
         delay = 0.001
@@ -104,7 +120,6 @@ class FileLock:
                 time.sleep(delay)
                 delay = min(delay * 2, 0.05)
         self._fd = fd
-        self._depth = 1
 
     def release(self) -> None:
         self._depth -= 1
@@ -112,6 +127,7 @@ class FileLock:
             fcntl.flock(self._fd, fcntl.LOCK_UN)
             os.close(self._fd)
             self._fd = None
+        self._thread.release()
 
     def __enter__(self) -> FileLock:
         self.acquire()

@@ -66,6 +66,7 @@ class Pack:
             raise CorruptObject(f"pack index {idx_path} is damaged; run 'kiln fsck'")
         self.keys = _Keys(self.idx, self.count)
         self._map: mmap.mmap | None = None
+        self._locations: dict[bytes, tuple[int, int]] | None = None
 
     def _mapped(self) -> mmap.mmap:
         if self._map is None:
@@ -78,7 +79,17 @@ class Pack:
                 ) from None
         return self._map
 
+    def locations(self) -> dict[bytes, tuple[int, int]]:
+        """Raw id -> (offset, stored length) of every object, built once (one pass in C): a
+        transfer of 100,000 objects looks each up in a dict instead of bisecting in Python."""
+        if self._locations is None:
+            records = memoryview(self.idx)[IDX_HEADER.size : IDX_HEADER.size + self.count * IDX_RECORD.size]
+            self._locations = {raw: (off, n) for raw, off, n in IDX_RECORD.iter_unpack(records)}
+        return self._locations
+
     def find(self, raw_id: bytes) -> tuple[int, int] | None:
+        if self._locations is not None:
+            return self._locations.get(raw_id)
         i = bisect.bisect_left(self.keys, raw_id)
         if i < self.count and self.keys[i] == raw_id:
             _, offset, length = IDX_RECORD.unpack_from(self.idx, IDX_HEADER.size + i * IDX_RECORD.size)
@@ -127,7 +138,9 @@ class PackWriter:
         self.offset = PACK_HEADER.size
 
     def add(self, oid: str, stored: bytes) -> None:
-        raw = bytes.fromhex(oid)
+        self.add_raw(bytes.fromhex(oid), stored)
+
+    def add_raw(self, raw: bytes, stored: bytes) -> None:
         if raw in self.records:
             return
         self.f.write(stored)

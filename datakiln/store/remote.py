@@ -73,6 +73,12 @@ class Remote:
             self._conn.close()
             self._conn = None
 
+    def __enter__(self) -> Remote:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
     def request(
         self, method: str, path: str, body: bytes | Iterable[bytes] | None = None, *, kind: str = "application/json"
     ) -> http.client.HTTPResponse:

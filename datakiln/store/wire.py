@@ -22,7 +22,6 @@ from collections.abc import Callable, Iterable
 from typing import Any, BinaryIO
 
 from ..errors import CorruptObject
-from .codec import object_id
 from .objects import OBJECT_MAX, ObjectStore
 from .packs import PackWriter
 
@@ -42,8 +41,7 @@ def encode_stream(store: ObjectStore, oids: list[str]) -> Iterable[bytes]:
     """The transfer pack of ``oids`` (all present in ``store``), as chunks of about 1 MiB."""
     hasher = hashlib.sha256()
     buf = bytearray(header(len(oids)))
-    for oid in oids:
-        stored = store.stored(oid)
+    for oid, stored in zip(oids, store.stored_many(oids)):
         buf += RECORD.pack(bytes.fromhex(oid), len(stored))
         buf += stored
         if len(buf) >= 1 << 20:
@@ -59,8 +57,9 @@ def encode(store: ObjectStore, oids: list[str]) -> bytes:
     return b"".join(encode_stream(store, oids))
 
 
-def _content(stored: bytes, oid: str, where: str) -> bytes:
+def _content(stored: bytes, raw: bytes, where: str) -> bytes:
     """The content of a stored object, hash checked; a zlib payload inflates to at most OBJECT_MAX."""
+    oid = raw.hex()
     tag = stored[:1]
     if tag == b"r":
         content = stored[1:]
@@ -74,7 +73,7 @@ def _content(stored: bytes, oid: str, where: str) -> bytes:
             raise CorruptObject(f"object {oid} in {where} is truncated or inflates past {OBJECT_MAX:,} bytes")
     else:
         raise CorruptObject(f"object {oid} in {where} has an unknown storage tag {tag!r}")
-    if object_id(content) != oid:
+    if hashlib.sha256(content).digest() != raw:
         raise CorruptObject(f"object {oid} in {where} does not match its hash; the sender's copy is damaged")
     return content
 
@@ -93,12 +92,13 @@ class Incoming:
         self.structured: dict[str, bytes] = {}
         self.bytes = 0
 
-    def add(self, oid: str, stored: bytes, where: str) -> None:
-        content = _content(stored, oid, where)
+    def add(self, raw: bytes, stored: bytes, where: str) -> None:
+        content = _content(stored, raw, where)
+        oid = raw.hex()
         if stored[:1] == b"z":
             self.structured[oid] = content
         if self.writer is not None:
-            self.writer.add(oid, stored)
+            self.writer.add_raw(raw, stored)
         self.ids.add(oid)
 
     def has(self, oid: str) -> bool:
@@ -113,6 +113,37 @@ class Incoming:
         writer, self.writer = self.writer, None
         if writer is not None:
             writer.abort()
+
+
+class _Reader:
+    """A stream read through a 1 MiB buffer: two small reads per object (its record, then its
+    bytes) cost more than a 1 KiB image itself."""
+
+    def __init__(self, stream: BinaryIO, where: str) -> None:
+        self.stream, self.where = stream, where
+        self.buf, self.pos = b"", 0
+        self.hasher, self.hashed = hashlib.sha256(), 0  # the checksum of what was taken, by buffer
+
+    def digest(self) -> bytes:
+        """The sha256 of every byte taken so far."""
+        self.hasher.update(memoryview(self.buf)[self.hashed : self.pos])
+        self.hashed = self.pos
+        return self.hasher.digest()
+
+    def take(self, n: int) -> bytes:
+        if len(self.buf) - self.pos < n:
+            self.digest()
+            parts, have = [self.buf[self.pos :]], len(self.buf) - self.pos
+            while have < n:
+                chunk = self.stream.read(max(n - have, 1 << 20))
+                if not chunk:
+                    raise CorruptObject(f"{self.where} ends early, {n - have:,} bytes short; retry the transfer")
+                parts.append(chunk)
+                have += len(chunk)
+            self.buf, self.pos, self.hashed = b"".join(parts), 0, 0
+        out = self.buf[self.pos : self.pos + n]
+        self.pos += n
+        return out
 
 
 def _read_exact(stream: BinaryIO, n: int, where: str) -> bytes:
@@ -150,9 +181,8 @@ def receive(
 def _receive(
     incoming: Incoming, stream: BinaryIO, limit: int, where: str, progress: Callable[[int, int], None] | None
 ) -> None:
-    hasher = hashlib.sha256()
-    head = _read_exact(stream, HEADER.size, where)
-    hasher.update(head)
+    reader = _Reader(stream, where)
+    head = reader.take(HEADER.size)
     magic, version, count = HEADER.unpack(head)
     if magic != MAGIC or version != VERSION:
         raise CorruptObject(f"{where} is not a kiln transfer pack (version {VERSION}); is the URL a kiln hub?")
@@ -160,19 +190,17 @@ def _receive(
         raise CorruptObject(f"{where} claims {count:,} objects, over the limit of {COUNT_MAX:,}")
     total = HEADER.size
     for i in range(count):
-        rec = _read_exact(stream, RECORD.size, where)
+        rec = reader.take(RECORD.size)
         raw, length = RECORD.unpack(rec)
         total += RECORD.size + length
         if total > limit or length > OBJECT_MAX + 1:
             raise CorruptObject(f"{where} is larger than the limit of {limit:,} bytes; nothing was kept")
-        stored = _read_exact(stream, length, where)
-        hasher.update(rec)
-        hasher.update(stored)
-        incoming.add(raw.hex(), stored, where)
+        stored = reader.take(length)
+        incoming.add(raw, stored, where)
         incoming.bytes = total
         if progress is not None and (i % 512 == 0 or i == count - 1):
             progress(i + 1, count)
-    if _read_exact(stream, TRAILER, where) != hasher.digest():
+    if reader.digest() != reader.take(TRAILER):
         raise CorruptObject(f"{where} has a wrong checksum (bytes changed in transit); nothing was kept")
     incoming.bytes = total + TRAILER
 
