@@ -133,6 +133,16 @@ def built(built_template: Path, tmp_path: Path) -> datakiln.Repo:
     return datakiln.Repo(dest)
 
 
+def stop_process(proc: subprocess.Popen[str], sig: int = 15) -> None:
+    """Signal a server process, wait for it, and close its pipes."""
+    if proc.poll() is None:
+        proc.send_signal(sig)
+        proc.wait(timeout=20)
+    for f in (proc.stdout, proc.stderr):
+        if f:
+            f.close()
+
+
 class UIServer:
     """A real ``kiln ui`` process on a free port."""
 
@@ -154,12 +164,7 @@ class UIServer:
         self.url = self.landing.rsplit("/", 1)[0]
 
     def stop(self, sig: int = 15) -> None:
-        if self.proc.poll() is None:
-            self.proc.send_signal(sig)
-            self.proc.wait(timeout=20)
-        for f in (self.proc.stdout, self.proc.stderr):
-            if f:
-                f.close()
+        stop_process(self.proc, sig)
 
 
 @pytest.fixture
@@ -186,10 +191,8 @@ class HubServer:
 
     def start(self, port: int = 0) -> None:
         old = getattr(self, "proc", None)
-        if old is not None:  # killed by a test: close its pipes before starting again
-            for f in (old.stdout, old.stderr):
-                if f:
-                    f.close()
+        if old is not None:  # stopped or killed by a test: close its pipes before starting again
+            stop_process(old)
         self.proc = subprocess.Popen(
             [
                 sys.executable,
@@ -229,12 +232,7 @@ class HubServer:
         return kiln(*args, cwd=cwd, check=check, env=env)
 
     def stop(self, sig: int = 15) -> None:
-        if self.proc.poll() is None:
-            self.proc.send_signal(sig)
-            self.proc.wait(timeout=20)
-        for f in (self.proc.stdout, self.proc.stderr):
-            if f:
-                f.close()
+        stop_process(self.proc, sig)
 
 
 @pytest.fixture

@@ -193,7 +193,7 @@ def test_private_repositories_tokens_and_roles(hub: Any, digits: datakiln.Repo, 
     c.label(c.table().ids[0], "3")
     c.commit("bob's edit")
     denied = hub.kiln("push", cwd=c.root, check=False, token=bob)
-    assert denied.returncode == 1 and "has read access" in denied.stderr
+    assert denied.returncode == 1 and "read access" in denied.stderr
     hub.kiln("hub", "grant", "alice/secret", "bob", "write", cwd=tmp_path)
     hub.kiln("push", cwd=c.root, token=bob)
     # Forcing is a permission: write may not, admin may.
@@ -209,7 +209,7 @@ def test_private_repositories_tokens_and_roles(hub: Any, digits: datakiln.Repo, 
     hub.kiln("pull", cwd=c.root, token=read_only)
     c.label(c.table().ids[1], "4")
     c.commit("read-only token's edit")
-    assert "scopes (read)" in hub.kiln("push", cwd=c.root, check=False, token=read_only).stderr
+    assert "read access" in hub.kiln("push", cwd=c.root, check=False, token=read_only).stderr
     expired = hub.kiln(
         "hub", "token", "add", "bob", "--days", "-1", "--root", str(hub.root), cwd=tmp_path
     ).stdout.strip()
@@ -407,3 +407,20 @@ def test_demo_shares_through_a_hub_it_starts(
     assert clone.partial == "origin" and clone.resolve("origin/relabel") == digits.resolve("relabel")
     hosted = datakiln.Repo(Path(str(digits.root) + "-hub") / "repos" / "demo" / "digits")
     assert hosted.resolve("main") == digits.resolve("main") and hosted.fsck().ok
+
+
+@pytest.mark.parametrize("name", ["../x", "a/b", "a\x1bb", "..", ".hidden", "x.lock", "a" * 65])
+def test_bad_repository_names_are_refused_and_create_nothing(hub: Any, tmp_path: Path, name: str) -> None:
+    conn = http.client.HTTPConnection("127.0.0.1", hub.port, timeout=30)
+    body = json.dumps({"owner": "alice", "name": name}).encode()
+    conn.request("POST", "/api/v1/repos", body=body, headers={"Authorization": f"Bearer {hub.token}"})
+    resp = conn.getresponse()
+    answer = json.loads(resp.read())
+    conn.close()
+    assert resp.status == 400 and "not allowed" in answer["error"]
+    assert not (hub.root / "repos" / "alice").exists() or not any((hub.root / "repos" / "alice").iterdir())
+
+
+def test_reserved_user_names_are_refused(hub: Any, tmp_path: Path) -> None:
+    r = hub.kiln("hub", "user", "add", "api", "--root", str(hub.root), cwd=tmp_path, check=False)
+    assert r.returncode == 1 and "reserved" in r.stderr

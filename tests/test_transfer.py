@@ -130,3 +130,37 @@ def test_frame_round_trip_and_limits() -> None:
         wire.read_frame(io.BytesIO(struct.pack(">I", 1 << 30)), "x")
     with pytest.raises(CorruptObject, match="not JSON"):
         wire.read_frame(io.BytesIO(struct.pack(">I", 3) + b"{{{"), "x")
+
+
+def _forged_commit(src: datakiln.Repo, **fields: object) -> tuple[str, bytes]:
+    """A commit object like HEAD's, with ``fields`` changed: (id, its stored bytes)."""
+    from datakiln.store.codec import canonical_json, encode, object_id
+
+    head = src.resolve("main")
+    obj = {**src.store.get_json(head), "parents": [head], "message": "forged", **fields}
+    content = canonical_json(obj)
+    return object_id(content), encode(content, compress=True)
+
+
+@pytest.mark.parametrize("case", ["stray", "generation", "state is an image"])
+def test_a_push_of_a_lying_commit_is_refused(tmp_path: Path, case: str) -> None:
+    src, dst = _repo(tmp_path / "src"), datakiln.Repo.init(tmp_path / "dst")
+    tip = src.resolve("main")
+    _send(src, dst, tip)
+    dst.refs.update("refs/heads/main", tip, None)
+    head = src.read_commit(tip)
+    fields: dict[str, object] = {
+        "stray": {"parents": ["ab" * 32]},  # a parent nobody has, on a commit no ref names
+        "generation": {"generation": head.generation + 5},
+        "state is an image": {"state": src.table("main").blobs[0], "generation": head.generation + 1},
+    }[case]
+    if case != "generation":
+        fields.setdefault("generation", head.generation + 1)
+    oid, stored = _forged_commit(src, **fields)
+    body = wire.header(1) + wire.RECORD.pack(bytes.fromhex(oid), len(stored)) + stored
+    body += hashlib.sha256(body).digest()
+    incoming = wire.receive(dst.store, io.BytesIO(body), limit=1 << 30)
+    tips = [tip] if case == "stray" else [oid]
+    with pytest.raises(CorruptObject):
+        receive_checked(dst.store, incoming, tips)
+    assert not dst.store.has(oid) and dst.fsck().ok

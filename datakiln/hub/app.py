@@ -11,7 +11,6 @@ pages' session cookie) and asks ``Hub.access``; handlers are thin over ``hub.pro
 from __future__ import annotations
 
 import json
-import os
 import re
 from collections.abc import Awaitable, Callable, Iterator
 from typing import Any
@@ -21,6 +20,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import Response, StreamingResponse
 from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.requests import ClientDisconnect
 
 from ..errors import (
     AuthRequired,
@@ -74,7 +74,8 @@ def error_response(e: KilnError) -> Response:
     for cls, name in code.items():
         if isinstance(e, cls):
             response.headers["X-Error-Code"] = name
-            response.headers["X-Error-Message"] = str(e)[:200].encode("ascii", "replace").decode()
+            text = "".join(c if " " <= c <= "~" else "?" for c in str(e)[:200])  # a header: no control bytes
+            response.headers["X-Error-Message"] = text
     return response
 
 
@@ -83,10 +84,12 @@ def json_response(obj: Any, status: int = 200) -> Response:
 
 
 def bearer(request: Request) -> str | None:
+    """The request's bearer token. Never the pages' cookie: a browser sends that to any request a
+    page of another site makes, so only the pages (which check the Origin of every form) read it."""
     auth = request.headers.get("authorization", "")
     if auth.lower().startswith("bearer "):
         return auth[7:].strip()
-    return request.cookies.get("kiln_token") or None
+    return None
 
 
 async def read_json(request: Request, limit: int = 64 << 20) -> Any:
@@ -134,8 +137,10 @@ def who(hub: Hub, request: Request) -> Token | None:
 
 
 async def _refs(hub: Hub, request: Request, owner: str, name: str) -> Response:
-    info = hub.access(who(hub, request), owner, name, "read")
-    return json_response(protocol.advertise(hub.open(info)))
+    token = who(hub, request)
+    info = hub.access(token, owner, name, "read")
+    # The caller's role, so a client can say "no write access" before sending a large pack.
+    return json_response({**protocol.advertise(hub.open(info)), "role": hub.role(token, info)})
 
 
 async def _fetch(hub: Hub, request: Request, owner: str, name: str) -> Response:
@@ -204,6 +209,8 @@ class HubApp:
             response = error_response(e)
         except TooLarge as e:
             response = json_response({"error": str(e), "kind": "TooLarge"}, 413)
+        except ClientDisconnect:
+            return  # the client went away mid-body (an interrupted push): nothing to answer
         await response(scope, receive, send)
 
 
@@ -228,9 +235,9 @@ async def _spool(request: Request, path: Any, limit: int) -> None:
             size += len(chunk)
             if size > limit:
                 raise TooLarge(f"the push is over the hub's limit of {limit:,} bytes; nothing was kept")
-            f.write(chunk)
-        f.flush()
-        os.fsync(f.fileno())
+            f.write(
+                chunk
+            )  # no fsync: the spool is read back at once and deleted; a crash loses a push the client sees fail
 
 
 def add_api_routes(app: FastAPI, hub: Hub) -> None:

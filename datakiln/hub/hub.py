@@ -17,6 +17,7 @@ from ..repo import Repo
 from .meta import Meta, RepoInfo, SQLiteMeta, Token, check_name, rank
 from .storage import DirStorage, RepoStorage
 
+OPEN_MAX = 32  # repositories kept open (their pack indexes and table caches) between requests
 PUSH_MAX = 16 << 30  # bytes of one push; a deployment can lower it (kiln hub serve --max-push)
 
 
@@ -29,7 +30,7 @@ class Hub:
         self.meta: Meta = meta if meta is not None else SQLiteMeta(self.root / "hub.db")
         self.storage: RepoStorage = storage if storage is not None else DirStorage(self.root / "repos")
         self.push_max = push_max
-        self._open: dict[tuple[str, str], tuple[int, Repo]] = {}
+        self._open: dict[tuple[str, str], Repo] = {}
         self._lock = threading.Lock()
 
     # ---- who is asking ------------------------------------------------------------------
@@ -87,7 +88,7 @@ class Hub:
         if len(description) > 2000:
             raise InputError("a repository description is at most 2,000 characters")
         if self.meta.repo(owner, name) is None and self.storage.exists(owner, name):
-            self.storage.remove(owner, name)  # left by a crash between the two steps below
+            self.storage.set_aside(owner, name)  # left by a crash between the two steps below: kept, not deleted
         self.storage.create(owner, name)
         return self.meta.add_repo(owner, name, private=private, description=description)
 
@@ -97,16 +98,17 @@ class Hub:
         ``kiln gc``) changes the pack folder's mtime, and the list is read again."""
         key = (info.owner, info.name)
         with self._lock:
-            cached = self._open.get(key)
-        if cached is None:
-            repo = self.storage.open(info.owner, info.name)
-            cached = (-1, repo)
-        stamp, repo = cached
-        now = repo.store.pack_dir.stat().st_mtime_ns
-        if now != stamp:
-            repo.store.invalidate()
-            with self._lock:
-                self._open[key] = (now, repo)
+            repo = self._open.pop(key, None)
+            if repo is not None:
+                self._open[key] = repo  # most recently used last: the first is dropped first
+        if repo is not None:
+            repo.store.refresh()
+            return repo
+        opened = self.storage.open(info.owner, info.name)
+        with self._lock:
+            repo = self._open.setdefault(key, opened)  # another thread may have opened it meanwhile
+            while len(self._open) > OPEN_MAX:
+                self._open.pop(next(iter(self._open)))
         return repo
 
 

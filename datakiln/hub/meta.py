@@ -155,7 +155,8 @@ class SQLiteMeta:
     # ---- users and tokens ---------------------------------------------------------------
     def add_user(self, name: str, *, admin: bool = False) -> None:
         check_name(name, "user name")
-        if self._rows("SELECT 1 FROM users WHERE name=?", name):
+        # Names differ by more than case: on a case-insensitive disk Alice/x and alice/x are one folder.
+        if self._rows("SELECT 1 FROM users WHERE lower(name)=lower(?)", name):
             raise StateError(f"user {name!r} already exists; 'kiln hub token add {name}' makes another token")
         self._run("INSERT INTO users VALUES (?,?,?)", name, int(admin), int(time.time()))
 
@@ -214,8 +215,8 @@ class SQLiteMeta:
         check_name(name, "repository name")
         if not self._rows("SELECT 1 FROM users WHERE name=?", owner):
             raise InputError(f"no user {owner!r} on this hub to own {owner}/{name}")
-        if self.repo(owner, name) is not None:
-            raise StateError(f"repository {owner}/{name} already exists")
+        if self._rows("SELECT 1 FROM repos WHERE lower(owner)=lower(?) AND lower(name)=lower(?)", owner, name):
+            raise StateError(f"repository {owner}/{name} already exists (names differ by more than case)")
         self._run("INSERT INTO repos VALUES (?,?,?,?,?)", owner, name, int(private), description, int(time.time()))
         info = self.repo(owner, name)
         assert info is not None

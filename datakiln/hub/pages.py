@@ -20,10 +20,11 @@ from urllib.parse import parse_qs, quote, urlsplit
 
 from fastapi import FastAPI, Request
 from fastapi.responses import Response
+from starlette.concurrency import run_in_threadpool
 
 from ..errors import AuthRequired, InputError, KilnError, PermissionDenied
 from ..repo import Repo
-from ..repo.table import Table
+from ..repo.table import Table, diff_tables
 from ..server.thumbs import thumbnail
 from . import requests as changes
 from .hub import Hub
@@ -165,71 +166,139 @@ async def form_fields(request: Request, limit: int = 64 << 10) -> dict[str, str]
 
 
 # ---- routes ------------------------------------------------------------------------------------
-def add_routes(app: FastAPI, hub: Hub) -> None:
-    def viewer(request: Request) -> Token | None:
+Handler = Callable[..., Response]
+
+
+def viewer(hub: Hub, request: Request) -> Token | None:
+    """Who a browser is: the sign-in cookie's user, or a visitor (also when the cookie expired)."""
+    try:
+        return hub.identify(request.cookies.get("kiln_token"))
+    except AuthRequired:
+        return None
+
+
+def guarded(hub: Hub, fn: Handler) -> Callable[..., Response]:
+    """``fn(hub, request, who, **kw)`` with errors shown as pages, not JSON."""
+
+    def run(request: Request, **kw: Any) -> Response:
+        who = viewer(hub, request)
         try:
-            return hub.identify(request.cookies.get("kiln_token"))
-        except AuthRequired:
-            return None  # an expired cookie: browse as a visitor
+            return fn(hub, request, who, **kw)
+        except KilnError as err:
+            from .app import status_of
 
-    def guarded(fn: Callable[..., Response]) -> Callable[..., Response]:
-        """Errors as pages, not JSON."""
+            return page("error", f'<h1>{status_of(err)}</h1><p class="bad">{e(err)}</p>', who, status_of(err))
 
-        def run(request: Request, **kw: Any) -> Response:
-            who = viewer(request)
-            try:
-                return fn(request, who, **kw)
-            except KilnError as err:
-                from .app import status_of
+    return run
 
-                return page("error", f'<h1>{status_of(err)}</h1><p class="bad">{e(err)}</p>', who, status_of(err))
 
-        return run
+def same_origin(request: Request) -> None:
+    """Forms carry the sign-in cookie, so each must come from this hub's own pages: browsers
+    send Origin with every POST; a request without one is not from a page of ours."""
+    origin = request.headers.get("origin")
+    if not origin or urlsplit(origin).netloc != request.headers.get("host"):
+        raise PermissionDenied("this form was not sent from the hub's own pages; use them")
 
-    def same_origin(request: Request) -> None:
-        origin = request.headers.get("origin")
-        if origin and urlsplit(origin).netloc != request.headers.get("host"):
-            raise PermissionDenied("this form was sent from another site; use the hub's own pages")
 
+LOGIN_FORM = (
+    '<h1>Sign in</h1><form method="post" action="/login" class="card">'
+    '<label>Token <input name="token" type="password" autocomplete="off" required></label>'
+    "<button>Sign in</button></form><p class=muted>The hub's admin makes tokens: "
+    "<code>kiln hub token add USER</code>.</p>"
+)
+
+
+def home_page(hub: Hub, request: Request, who: Token | None) -> Response:
+    items = "".join(
+        f'<li><a href="/{e(r.owner)}/{e(r.name)}">{e(r.full_name)}</a>'
+        f'{" <span class=badge>private</span>" if r.private else ""} <span class="muted">{e(r.description)}</span></li>'
+        for r in hub.visible(who)
+    )
+    body = f"<h1>Repositories</h1><ul class=repos>{items or '<li>None you can see yet.</li>'}</ul>"
+    return page("repositories", body, who)
+
+
+def repo_page(
+    hub: Hub, request: Request, who: Token | None, owner: str, name: str, ref: str | None, page_no: int
+) -> Response:
+    info = hub.access(who, owner, name, "read")
+    return page(info.full_name, repo_body(hub, info, hub.open(info), ref, page_no), who)
+
+
+def commit_page(hub: Hub, request: Request, who: Token | None, owner: str, name: str, cid: str) -> Response:
+    info = hub.access(who, owner, name, "read")
+    repo = hub.open(info)
+    c = repo.read_commit(repo.resolve(cid))
+    parent = c.parents[0] if c.parents else None
+    parents = "".join(
+        f' · parent <a href="/{e(owner)}/{e(name)}/commit/{p}"><code>{short(p)}</code></a>' for p in c.parents
+    )
+    head = (
+        f'<h1><a href="/{e(owner)}/{e(name)}">{e(info.full_name)}</a> · commit <code>{short(c.id)}</code></h1>'
+        f'<p class="message">{e(c.message)}</p><p class="muted">{e(c.author)}, {when(c.time)}{parents}</p>'
+    )
+    old, new = repo.table_at(parent), repo.table_at(c.id)  # a root commit: from the empty table
+    diff = diff_html(info, old, new, dict(diff_tables(old, new)))
+    return page(f"commit {short(c.id)}", head + diff, who)
+
+
+def request_page(
+    hub: Hub, request: Request, who: Token | None, owner: str, name: str, number: int, note: str = "", status: int = 200
+) -> Response:
+    info = hub.access(who, owner, name, "read")
+    return page(f"#{number}", request_body(hub, info, who, number, note), who, status)
+
+
+def request_action(
+    hub: Hub, request: Request, who: Token | None, owner: str, name: str, number: int, action: str, text: str
+) -> Response:
+    """A change request's form: comment, approve, merge or close; back to its page, or the page
+    with a note naming the conflicting examples."""
+    same_origin(request)
+    if who is None:
+        raise AuthRequired("sign in first (top right)")
+    info = hub.access(who, owner, name, "read" if action == "comment" else "write")
+    changes.existing(hub, info, number)
+    if action == "comment":
+        hub.meta.add_comment(owner, name, number, who.user, changes.check_text(text, "the comment", changes.BODY_MAX))
+    elif action == "approve":
+        hub.meta.approve(owner, name, number, who.user)
+    elif action == "merge":
+        result = changes.merge_request(hub, info, who, number)
+        if result["result"] == "conflicts":
+            ids = ", ".join(c["id"][:12] for c in result["conflicts"])
+            note = f"Not merged: {len(result['conflicts'])} example(s) conflict ({ids}). Nothing changed."
+            return request_page(hub, request, who, owner, name, number, note, 409)
+    elif action == "close":
+        changes.close_request(hub, info, number)
+    else:
+        raise InputError(f"{action!r} is not something a change request does")
+    return Response(status_code=303, headers={"Location": f"/{quote(owner)}/{quote(name)}/requests/{number}"})
+
+
+def add_routes(app: FastAPI, hub: Hub) -> None:
     @app.get("/static/hub.css")
     def css() -> Response:
         return Response(CSS, media_type="text/css", headers={"Cache-Control": "max-age=3600"})
 
     @app.get("/")
     def home(request: Request) -> Response:
-        return guarded(_home)(request)
-
-    def _home(request: Request, who: Token | None) -> Response:
-        repos = hub.visible(who)
-        items = "".join(
-            f'<li><a href="/{e(r.owner)}/{e(r.name)}">{e(r.full_name)}</a>'
-            f'{" <span class=badge>private</span>" if r.private else ""} <span class="muted">{e(r.description)}</span></li>'
-            for r in repos
-        )
-        body = f"<h1>Repositories</h1><ul class=repos>{items or '<li>None you can see yet.</li>'}</ul>"
-        return page("repositories", body, who)
+        return guarded(hub, home_page)(request)
 
     @app.get("/login")
     def login_form(request: Request) -> Response:
-        form = (
-            '<h1>Sign in</h1><form method="post" action="/login" class="card">'
-            '<label>Token <input name="token" type="password" autocomplete="off" required></label>'
-            "<button>Sign in</button></form><p class=muted>The hub's admin makes tokens: "
-            "<code>kiln hub token add USER</code>.</p>"
-        )
-        return page("sign in", form, viewer(request))
+        return page("sign in", LOGIN_FORM, viewer(hub, request))
 
     @app.post("/login")
     async def login(request: Request) -> Response:
         same_origin(request)
         token = (await form_fields(request)).get("token", "").strip()
-        who = hub.meta.check_token(token)
-        if who is None:
-            return page(
-                "sign in", '<h1>Sign in</h1><p class="bad">That token is unknown, expired or revoked.</p>', None, 401
-            )
+        if hub.meta.check_token(token) is None:
+            bad = '<h1>Sign in</h1><p class="bad">That token is unknown, expired or revoked.</p>'
+            return page("sign in", bad, None, 401)
         resp = Response(status_code=303, headers={"Location": "/"})
-        resp.set_cookie("kiln_token", token, httponly=True, samesite="strict", path="/")
+        secure = request.url.scheme == "https" or request.headers.get("x-forwarded-proto") == "https"
+        resp.set_cookie("kiln_token", token, httponly=True, samesite="strict", path="/", secure=secure)
         return resp
 
     @app.post("/logout")
@@ -241,94 +310,32 @@ def add_routes(app: FastAPI, hub: Hub) -> None:
 
     @app.get("/{owner}/{name}/thumb/{blob}")
     def thumb_route(owner: str, name: str, blob: str, request: Request) -> Response:
-        info = hub.access(viewer(request), owner, name, "read")
+        info = hub.access(viewer(hub, request), owner, name, "read")
         repo = hub.open(info)
         data, kind = thumbnail(repo.store, repo.layout.cache, repo.tmp_dir, blob)
-        return Response(
-            data, media_type=kind, headers={"Cache-Control": "private, max-age=31536000, immutable", **HEADERS}
-        )
+        cache = {"Cache-Control": "private, max-age=31536000, immutable"}
+        return Response(data, media_type=kind, headers={**cache, **HEADERS})
 
     @app.get("/{owner}/{name}")
-    def repo_page(owner: str, name: str, request: Request, ref: str | None = None, page_no: int = 0) -> Response:
-        return guarded(_repo_page)(request, owner=owner, name=name, ref=ref, page_no=page_no)
-
-    def _repo_page(
-        request: Request, who: Token | None, owner: str, name: str, ref: str | None, page_no: int
-    ) -> Response:
-        info = hub.access(who, owner, name, "read")
-        repo = hub.open(info)
-        return page(info.full_name, repo_body(hub, info, repo, ref, page_no), who)
+    def repo_route(owner: str, name: str, request: Request, ref: str | None = None, page_no: int = 0) -> Response:
+        return guarded(hub, repo_page)(request, owner=owner, name=name, ref=ref, page_no=page_no)
 
     @app.get("/{owner}/{name}/commit/{cid}")
-    def commit_page(owner: str, name: str, cid: str, request: Request) -> Response:
-        return guarded(_commit_page)(request, owner=owner, name=name, cid=cid)
-
-    def _commit_page(request: Request, who: Token | None, owner: str, name: str, cid: str) -> Response:
-        info = hub.access(who, owner, name, "read")
-        repo = hub.open(info)
-        c = repo.read_commit(repo.resolve(cid))
-        parent = c.parents[0] if c.parents else None
-        old, new = repo.table_at(parent), repo.table_at(c.id)
-        head = (
-            f'<h1><a href="/{e(owner)}/{e(name)}">{e(info.full_name)}</a> · commit <code>{short(c.id)}</code></h1>'
-            f'<p class="message">{e(c.message)}</p><p class="muted">{e(c.author)}, {when(c.time)}'
-            + "".join(
-                f' · parent <a href="/{e(owner)}/{e(name)}/commit/{p}"><code>{short(p)}</code></a>' for p in c.parents
-            )
-            + "</p>"
-        )
-        return page(
-            f"commit {short(c.id)}",
-            head + diff_html(info, old, new, dict(repo.diff(parent, c.id) if parent else repo.diff(None, c.id))),
-            who,
-        )
+    def commit_route(owner: str, name: str, cid: str, request: Request) -> Response:
+        return guarded(hub, commit_page)(request, owner=owner, name=name, cid=cid)
 
     @app.get("/{owner}/{name}/requests/{number}")
-    def request_page(owner: str, name: str, number: int, request: Request) -> Response:
-        return guarded(_request_page)(request, owner=owner, name=name, number=number)
-
-    def _request_page(
-        request: Request, who: Token | None, owner: str, name: str, number: int, note: str = "", status: int = 200
-    ) -> Response:
-        info = hub.access(who, owner, name, "read")
-        return page(f"#{number}", request_body(hub, info, who, number, note), who, status)
+    def request_route(owner: str, name: str, number: int, request: Request) -> Response:
+        return guarded(hub, request_page)(request, owner=owner, name=name, number=number)
 
     @app.post("/{owner}/{name}/requests/{number}/{action}")
-    async def request_action(owner: str, name: str, number: int, action: str, request: Request) -> Response:
+    async def action_route(owner: str, name: str, number: int, action: str, request: Request) -> Response:
         text = (await form_fields(request)).get("body", "")
-
-        def act(request: Request, who: Token | None) -> Response:
-            same_origin(request)
-            if who is None:
-                raise AuthRequired("sign in first (top right)")
-            info = hub.access(who, owner, name, "read" if action == "comment" else "write")
-            note, status = "", 303
-            if action == "comment":
-                hub.meta.add_comment(
-                    owner, name, number, who.user, changes.check_text(text, "the comment", changes.BODY_MAX)
-                )
-            elif action == "approve":
-                changes.describe(hub, info, number)
-                hub.meta.approve(owner, name, number, who.user)
-            elif action == "merge":
-                result = changes.merge_request(hub, info, who, number)
-                if result["result"] == "conflicts":
-                    ids = ", ".join(c["id"][:12] for c in result["conflicts"])
-                    note, status = (
-                        f"Not merged: {len(result['conflicts'])} example(s) conflict ({ids}). Nothing changed.",
-                        409,
-                    )
-            elif action == "close":
-                changes.close_request(hub, info, number)
-            else:
-                raise InputError(f"{action!r} is not something a change request does")
-            if status == 303:
-                return Response(
-                    status_code=303, headers={"Location": f"/{quote(owner)}/{quote(name)}/requests/{number}"}
-                )
-            return _request_page(request, who, owner, name, number, note, status)
-
-        return guarded(act)(request)
+        act = guarded(hub, request_action)
+        # A merge holds the repository lock and reads three tables: not on the event loop.
+        return await run_in_threadpool(
+            lambda: act(request, owner=owner, name=name, number=number, action=action, text=text)
+        )
 
 
 def repo_body(hub: Hub, info: RepoInfo, repo: Repo, ref: str | None, page_no: int) -> str:

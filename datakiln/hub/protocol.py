@@ -54,10 +54,13 @@ def _ids(value: object, what: str, limit: int) -> list[str]:
 def up_to_date(repo: Repo, request: Any) -> dict[str, Any] | None:
     """The header of a fetch that brings nothing (the client has every wanted ref's commit), or
     None if there is something to send (``plan_fetch``)."""
-    if not isinstance(request, dict) or request.get("want") is not None or not isinstance(request.get("have"), list):
+    if not isinstance(request, dict) or request.get("want") is not None:
         return None
+    have = request.get("have")
+    if not isinstance(have, list) or not all(isinstance(h, str) for h in have):
+        return None  # plan_fetch names what is wrong with it
     ad = advertise(repo)
-    if not set(ad["refs"].values()) <= set(request["have"]):
+    if not set(ad["refs"].values()) <= set(have):
         return None
     return {"refs": ad["refs"], "head": ad["head"], "objects": 0, "commits": 0}
 
@@ -138,6 +141,10 @@ def _move(repo: Repo, u: RefUpdate) -> RefResult:
             repo.refs.update(ref, new, current)
         except KilnError as e:
             return _rejected(ref, str(e))
+        except OSError:  # refs/heads/a beside refs/heads/a/b: a file cannot also be a folder
+            return _rejected(
+                ref, "its name clashes with an existing branch or tag (one is a prefix folder of the other)"
+            )
         _default_branch(repo, ref)
     return {"ref": ref, "status": "ok", "reason": ""}
 

@@ -11,10 +11,12 @@ from typing import Any
 
 from fastapi import FastAPI, Request
 from fastapi.responses import Response
+from starlette.concurrency import run_in_threadpool
 
-from ..errors import InputError, RevisionNotFound, StateError
+from ..errors import AuthRequired, InputError, RevisionNotFound, StateError
 from ..repo import Repo, history
 from ..repo import merge as merging
+from ..repo.table import diff_tables
 from ..store.refs import check_name
 from .hub import Hub
 from .meta import RepoInfo, Token
@@ -67,12 +69,18 @@ def open_request(hub: Hub, info: RepoInfo, who: Token, body: Any) -> int:
     return number
 
 
-def describe(hub: Hub, info: RepoInfo, number: int) -> dict[str, Any]:
-    """A request with what merging it would change now (diff from the merge base to the source)
-    and the examples that would conflict."""
+def existing(hub: Hub, info: RepoInfo, number: int) -> dict[str, Any]:
+    """The request's record; ``RevisionNotFound`` if there is none with that number."""
     req = hub.meta.request(info.owner, info.name, number)
     if req is None:
         raise RevisionNotFound(f"change request #{number} does not exist in {info.full_name}")
+    return req
+
+
+def describe(hub: Hub, info: RepoInfo, number: int) -> dict[str, Any]:
+    """A request with what merging it would change now (diff from the merge base to the source)
+    and the examples that would conflict."""
+    req = existing(hub, info, number)
     repo = hub.open(info)
     source = repo.refs.read(f"refs/heads/{req['source']}")
     target = repo.refs.read(f"refs/heads/{req['target']}")
@@ -81,7 +89,7 @@ def describe(hub: Hub, info: RepoInfo, number: int) -> dict[str, Any]:
         req["diff"], req["conflicts"], req["mergeable"] = None, [], False
         return req
     base = history.merge_base(repo.store, target, source)
-    diff = repo.diff(base, source) if base else repo.diff(None, source)
+    diff = diff_tables(repo.table_at(base), repo.table_at(source))  # no base: everything is new
     req["counts"] = {"added": len(diff["added"]), "removed": len(diff["removed"]), "relabeled": len(diff["relabeled"])}
     req["diff"] = {
         "added": diff["added"][:DIFF_SHOWN],
@@ -99,9 +107,7 @@ def describe(hub: Hub, info: RepoInfo, number: int) -> dict[str, Any]:
 
 
 def merge_request(hub: Hub, info: RepoInfo, who: Token, number: int) -> merging.MergeResult:
-    req = hub.meta.request(info.owner, info.name, number)
-    if req is None:
-        raise RevisionNotFound(f"change request #{number} does not exist in {info.full_name}")
+    req = existing(hub, info, number)
     if req["state"] != "open":
         raise StateError(f"change request #{number} is {req['state']}; only an open request can be merged")
     repo = hub.open(info)
@@ -118,7 +124,7 @@ def merge_request(hub: Hub, info: RepoInfo, who: Token, number: int) -> merging.
 
 
 def close_request(hub: Hub, info: RepoInfo, number: int) -> None:
-    req = describe(hub, info, number)
+    req = existing(hub, info, number)
     if req["state"] != "open":
         raise StateError(f"change request #{number} is already {req['state']}")
     hub.meta.update_request(info.owner, info.name, number, {"state": "closed", "updated": int(time.time())})
@@ -139,8 +145,12 @@ def add_routes(app: FastAPI, hub: Hub) -> None:
         token = who(hub, request)
         info = hub.access(token, owner, name, "write")
         assert token is not None  # write access needs a token
-        number = open_request(hub, info, token, await read_json(request))
-        return json_response(describe(hub, info, number), 201)
+        body = await read_json(request)
+
+        def run() -> dict[str, Any]:  # a diff and a three-way merge: not on the event loop
+            return describe(hub, info, open_request(hub, info, token, body))
+
+        return json_response(await run_in_threadpool(run), 201)
 
     @app.get(base + "/{number}")
     def show(owner: str, name: str, number: int, request: Request) -> Response:
@@ -152,21 +162,19 @@ def add_routes(app: FastAPI, hub: Hub) -> None:
         token = who(hub, request)
         info = hub.access(token, owner, name, "read")
         if token is None:
-            from ..errors import AuthRequired
-
             raise AuthRequired("commenting needs a token; run 'kiln login URL'")
-        describe(hub, info, number)  # exists
+        existing(hub, info, number)
         body = await read_json(request)
         text = check_text(body.get("body") if isinstance(body, dict) else None, "the comment", BODY_MAX)
         hub.meta.add_comment(info.owner, info.name, number, token.user, text)
-        return json_response(describe(hub, info, number), 201)
+        return json_response(await run_in_threadpool(describe, hub, info, number), 201)
 
     @app.post(base + "/{number}/approve")
     def approve(owner: str, name: str, number: int, request: Request) -> Response:
         token = who(hub, request)
         info = hub.access(token, owner, name, "write")
         assert token is not None
-        describe(hub, info, number)
+        existing(hub, info, number)
         hub.meta.approve(info.owner, info.name, number, token.user)
         return json_response(describe(hub, info, number))
 

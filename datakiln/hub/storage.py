@@ -7,7 +7,8 @@ A later issue can put objects on S3 behind the same interface.
 
 from __future__ import annotations
 
-import shutil
+import os
+import time
 from pathlib import Path
 from typing import Protocol
 
@@ -20,7 +21,7 @@ class RepoStorage(Protocol):
     def open(self, owner: str, name: str) -> Repo: ...
     def create(self, owner: str, name: str) -> Repo: ...
     def exists(self, owner: str, name: str) -> bool: ...
-    def remove(self, owner: str, name: str) -> None: ...
+    def set_aside(self, owner: str, name: str) -> None: ...
 
 
 class DirStorage:
@@ -47,5 +48,8 @@ class DirStorage:
         path.parent.mkdir(parents=True, exist_ok=True)
         return Repo.init(path)
 
-    def remove(self, owner: str, name: str) -> None:
-        shutil.rmtree(self.path(owner, name), ignore_errors=True)
+    def set_aside(self, owner: str, name: str) -> None:
+        """Move a repository folder out of the way (into ROOT/orphans/), never delete it."""
+        orphans = self.root.parent / "orphans"
+        orphans.mkdir(exist_ok=True)
+        os.rename(self.path(owner, name), orphans / f"{owner}.{name}.{time.time_ns()}")

@@ -186,8 +186,10 @@ class Tables:
         self._tables: dict[str | None, Table] = {}
 
     def of_state(self, state: str | None) -> Table:
-        if state not in self._tables:
+        table = self._tables.get(state)
+        if table is None:
+            table = load_table(self.store, state, self.segments)
             if len(self._tables) >= self.capacity:
                 self._tables.clear()
-            self._tables[state] = load_table(self.store, state, self.segments)
-        return self._tables[state].copy()
+            self._tables[state] = table  # a local, not a re-read: a server's other thread may clear the dict
+        return table.copy()

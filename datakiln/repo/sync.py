@@ -21,7 +21,7 @@ import re
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, TypedDict
 
-from ..errors import InputError, PushRejected, StateError
+from ..errors import CorruptObject, InputError, PermissionDenied, PushRejected, StateError
 from ..store.codec import is_oid
 from ..store.fsutil import atomic_write
 from ..store.refs import check_name
@@ -201,6 +201,9 @@ class Syncing(Branching):
                 incoming = wire.receive(
                     self.store, conn.objects(batch), limit=FETCH_MAX, where=f"objects from {conn.url}"
                 )
+                if incoming.structured or not incoming.ids <= set(batch):
+                    incoming.abort()  # only the images asked for: anything else would be trusted as complete
+                    raise CorruptObject(f"{conn.url} sent objects that were not asked for; nothing was kept")
                 got += len(incoming.ids)
                 incoming.publish()  # images name nothing: each was hash-checked as it arrived
         finally:
@@ -228,7 +231,12 @@ class Syncing(Branching):
         from .transfer import objects_to_send
 
         ref = f"refs/heads/{branch}"
-        theirs = _checked_refs(conn.refs().get("refs"), conn.url)
+        advertised = conn.refs()
+        theirs = _checked_refs(advertised.get("refs"), conn.url)
+        if advertised.get("role") == "read":
+            raise PermissionDenied(
+                f"{conn.url}: you have read access only; pushing needs write (ask an admin: 'kiln hub grant')"
+            )
         old = theirs.get(ref)
         result: PushResult = {
             "remote": remote, "branch": branch, "status": "up-to-date", "old": old, "new": local,
@@ -270,7 +278,7 @@ class Syncing(Branching):
         if branch is None:
             raise StateError("HEAD is detached; name the branch to pull: 'kiln pull REMOTE BRANCH'")
         fetched = self.fetch(remote)
-        if f"refs/remotes/{remote}/{branch}" not in {f"refs/remotes/{remote}/{b}" for b in self.tracking(remote)}:
+        if branch not in self.tracking(remote):
             raise InputError(f"{remote} has no branch {branch!r}; 'kiln branch -r' lists the branches fetched")
         merged = self.merge(f"refs/remotes/{remote}/{branch}", message=f"merge {remote}/{branch} into {branch}")
         return fetched, merged

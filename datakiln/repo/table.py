@@ -12,6 +12,7 @@ strings concatenated, which keeps them small after zlib and fast to parse. See d
 
 from __future__ import annotations
 
+import contextlib
 import re
 from collections import OrderedDict
 from collections.abc import Iterable, Sequence
@@ -171,9 +172,11 @@ class SegmentCache:
             seg = Segment.from_json(obj, oid)
             self._items[oid] = seg
             if len(self._items) > self.capacity:
-                self._items.popitem(last=False)
+                with contextlib.suppress(KeyError):  # another thread (a server's) evicted it first
+                    self._items.popitem(last=False)
         else:
-            self._items.move_to_end(oid)
+            with contextlib.suppress(KeyError):
+                self._items.move_to_end(oid)
         return seg
 
 

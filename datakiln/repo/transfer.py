@@ -20,12 +20,12 @@ import json
 from collections.abc import Iterable
 from typing import Any
 
-from ..errors import CorruptObject, KilnError, MissingObject
+from ..errors import CorruptObject, MissingObject
 from ..store.objects import ObjectStore
 from ..store.wire import Incoming
 from .history import Commit, parse_commit, read_commit
-from .state import check_state, state_header, state_refs
-from .table import BLOB_HEX, Segment, split_hex
+from .state import check_state, snapshot_overrides, state_header, state_refs
+from .table import BLOB_HEX, Changes, Segment, split_hex
 
 
 def new_commits(store: ObjectStore, want: Iterable[str], have: Iterable[str]) -> tuple[list[str], set[str]]:
@@ -35,15 +35,21 @@ def new_commits(store: ObjectStore, want: Iterable[str], have: Iterable[str]) ->
     flags: dict[str, bool] = {}  # commit -> interesting (True: new; False: the receiver has it)
     heap: list[tuple[int, str]] = []
     commits: dict[str, Commit] = {}
+    queued: set[str] = set()
+    pending = 0  # interesting commits in the heap: counted, not searched (a client may send 10,000 'have')
 
     def push(cid: str, interesting: bool) -> None:
+        nonlocal pending
         if cid in flags:
-            if not interesting:
+            if not interesting and flags[cid]:
                 flags[cid] = False  # one path from HAVE makes a commit old, whatever else reaches it
+                pending -= cid in queued
             return
         flags[cid] = interesting
         c = commits[cid] = read_commit(store, cid)
         heapq.heappush(heap, (-c.generation, cid))
+        queued.add(cid)
+        pending += interesting
 
     for cid in have:
         if store.has(cid):
@@ -53,10 +59,12 @@ def new_commits(store: ObjectStore, want: Iterable[str], have: Iterable[str]) ->
     new: list[str] = []
     # Children have larger generations than their parents, so by the time a commit is popped
     # every child in the walk has been seen and its flag is final.
-    while heap and any(flags[c] for _, c in heap):
+    while heap and pending > 0:
         _, cid = heapq.heappop(heap)
+        queued.discard(cid)
         interesting = flags[cid]
         if interesting:
+            pending -= 1
             new.append(cid)
         for p in commits[cid].parents:
             push(p, interesting)
@@ -107,20 +115,7 @@ def _new_states(store: ObjectStore, todo: list[str], old: set[str]) -> tuple[lis
 
 def _segments_of(store: ObjectStore, states: Iterable[str]) -> set[str]:
     """Every segment the tables of ``states`` are built from (their whole base chains)."""
-    out: set[str] = set()
-    todo, seen = list(states), set()
-    while todo:
-        sid = todo.pop()
-        if sid in seen:
-            continue
-        seen.add(sid)
-        obj = state_header(store, sid)
-        refs = state_refs(obj)
-        if obj["type"] == "delta":
-            todo.append(refs[0])
-            refs = refs[1:]
-        out.update(refs)
-    return out
+    return set(_new_states(store, list(states), set())[1])
 
 
 # ---- the receiver ------------------------------------------------------------------------------
@@ -143,75 +138,114 @@ class _View:
 
 
 def check_complete(store: ObjectStore, incoming: Incoming, tips: Iterable[str], *, images: bool = True) -> None:
-    """Raise ``MissingObject`` naming what is missing unless every object the commits ``tips``
-    need is in ``store`` or ``incoming``; malformed objects raise ``CorruptObject``. Without
-    ``images`` (a partial clone receiving) images are not required."""
-    view = _View(store, incoming)
-    missing: list[str] = []
-    states = _walk_commits(store, view, list(tips), missing)
-    segments = _walk_states(store, view, states, missing)
-    blobs = _walk_segments(store, view, segments, missing)
+    """Raise unless the transfer is exactly what the commits ``tips`` need: every object they
+    name is in ``store`` or ``incoming`` (``MissingObject``), every object that came is named
+    by them or already here, every incoming object is well formed (columns decoded, generations
+    counted), and every object of the store they name is of the kind they name it as
+    (``CorruptObject``). Without ``images`` (a partial clone receiving) images may be missing."""
+    check = _Check(store, incoming)
+    states = check.commits(list(tips))
+    segments = check.states(states)
+    blobs = check.segments(segments)
+    check.named.update(blobs)
     if images:
-        missing += [b for b in dict.fromkeys(blobs) if not incoming.has(b) and not store.has(b)]
-    if missing:
-        shown = ", ".join(m[:12] for m in missing[:5])
+        check.missing += [b for b in dict.fromkeys(blobs) if not incoming.has(b) and not store.has(b)]
+    if check.missing:
+        shown = ", ".join(m[:12] for m in check.missing[:5])
         raise MissingObject(
-            f"the transfer lacks {len(missing)} object(s) its commits need ({shown}); nothing was changed. "
+            f"the transfer lacks {len(check.missing)} object(s) its commits need ({shown}); nothing was changed. "
             "The sender's repository may be damaged: run 'kiln fsck' there"
+        )
+    stray = [o for o in incoming.ids if o not in check.named and not store.has(o)]
+    if stray:
+        raise CorruptObject(
+            f"the transfer holds {len(stray)} object(s) no sent ref needs (e.g. {stray[0][:12]}); nothing was changed"
         )
 
 
-def _present(store: ObjectStore, incoming: Incoming, oid: str, missing: list[str]) -> bool:
-    """True if ``oid`` must be walked (it came in this transfer); False if the store has it
-    (complete by the invariant) or nobody does (noted in ``missing``)."""
-    if incoming.has(oid):
-        return not store.has(oid)
-    if not store.has(oid):
-        missing.append(oid)
-    return False
+class _Check:
+    """The receiver's walk: new objects are decoded and followed; objects the store already has
+    are complete (the invariant), so only their kind is checked, with one read."""
 
+    def __init__(self, store: ObjectStore, incoming: Incoming) -> None:
+        self.store, self.incoming = store, incoming
+        self.view = _View(store, incoming)
+        self.missing: list[str] = []
+        self.named: set[str] = set()
+        self.generations: dict[str, int] = {}
 
-def _walk_commits(store: ObjectStore, view: _View, todo: list[str], missing: list[str]) -> list[str]:
-    states: list[str] = []
-    seen: set[str] = set()
-    while todo:
-        cid = todo.pop()
-        if cid in seen or not _present(store, view.incoming, cid, missing):
-            continue
-        seen.add(cid)
-        c = parse_commit(cid, view.json(cid))
-        todo.extend(c.parents)
-        states.append(c.state)
-    return states
+    def _new(self, oid: str, kind: str) -> bool:
+        """True if ``oid`` came in this transfer and must be walked; else check the store has it,
+        as a ``kind``, and note it missing if nobody has it."""
+        self.named.add(oid)
+        if self.incoming.has(oid) and not self.store.has(oid):
+            return True
+        if not self.store.has(oid):
+            self.missing.append(oid)
+        elif kind == "commit":
+            self.generations[oid] = read_commit(self.store, oid).generation
+        elif kind == "state":
+            state_header(self.store, oid)
+        return False
 
+    def commits(self, tips: list[str]) -> list[str]:
+        states: list[str] = []
+        new: list[Commit] = []
+        todo, seen = list(tips), set()
+        while todo:
+            cid = todo.pop()
+            if cid in seen:
+                continue
+            seen.add(cid)
+            if self._new(cid, "commit"):
+                c = parse_commit(cid, self.view.json(cid))
+                new.append(c)
+                todo.extend(c.parents)
+                states.append(c.state)
+        self._generations(new)
+        return states
 
-def _walk_states(store: ObjectStore, view: _View, todo: list[str], missing: list[str]) -> list[str]:
-    segments: list[str] = []
-    seen: set[str] = set()
-    while todo:
-        sid = todo.pop()
-        if sid in seen or not _present(store, view.incoming, sid, missing):
-            continue
-        seen.add(sid)
-        obj = check_state(view.json(sid), sid)
-        refs = state_refs(obj)
-        if obj["type"] == "delta":
-            todo.append(refs[0])
-            refs = refs[1:]
-        segments.extend(refs)
-    return segments
+    def _generations(self, new: list[Commit]) -> None:
+        """Generations are what merge bases and walks trust: each must be 1 + its parents' max."""
+        for c in sorted(new, key=lambda c: c.generation):
+            self.generations[c.id] = c.generation
+        for c in new:
+            want = 1 + max((self.generations.get(p, 0) for p in c.parents), default=0)
+            if c.generation != want:
+                raise CorruptObject(
+                    f"commit {c.id[:12]} says generation {c.generation}, but its parents make it {want}"
+                )
 
+    def states(self, todo: list[str]) -> list[str]:
+        segments: list[str] = []
+        seen: set[str] = set()
+        while todo:
+            sid = todo.pop()
+            if sid in seen or not self._new(sid, "state"):
+                continue
+            seen.add(sid)
+            obj = check_state(self.view.json(sid), sid)
+            if obj["type"] == "delta":
+                Changes.from_json(obj, strict=True)
+            else:
+                snapshot_overrides(obj)
+            refs = state_refs(obj)
+            if obj["type"] == "delta":
+                todo.append(refs[0])
+                refs = refs[1:]
+            segments.extend(refs)
+        return segments
 
-def _walk_segments(store: ObjectStore, view: _View, todo: list[str], missing: list[str]) -> list[str]:
-    blobs: list[str] = []
-    for oid in dict.fromkeys(todo):
-        if not _present(store, view.incoming, oid, missing):
-            continue
-        obj = view.json(oid)
-        if not isinstance(obj, dict) or obj.get("type") != "segment":
-            raise CorruptObject(f"object {oid} is named as a segment but is not one")
-        blobs.extend(Segment.from_json(obj, oid, strict=True).blobs)
-    return blobs
+    def segments(self, todo: list[str]) -> list[str]:
+        blobs: list[str] = []
+        for oid in dict.fromkeys(todo):
+            if not self._new(oid, "segment"):
+                continue
+            obj = self.view.json(oid)
+            if not isinstance(obj, dict) or obj.get("type") != "segment":
+                raise CorruptObject(f"object {oid} is named as a segment but is not one")
+            blobs.extend(Segment.from_json(obj, oid, strict=True).blobs)
+        return blobs
 
 
 def receive_checked(store: ObjectStore, incoming: Incoming, tips: Iterable[str], *, images: bool = True) -> int:
@@ -219,7 +253,7 @@ def receive_checked(store: ObjectStore, incoming: Incoming, tips: Iterable[str],
     Returns the number of objects received."""
     try:
         check_complete(store, incoming, tips, images=images)
-    except KilnError:
+    except BaseException:
         incoming.abort()
         raise
     incoming.publish()

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import errno
 import fcntl
+import itertools
 import os
 import stat
 import threading
@@ -27,9 +28,12 @@ def fsync_dir(path: Path) -> None:
         os.close(fd)
 
 
+_COUNTER = itertools.count()
+
+
 def temp_path(tmp_dir: Path, hint: str) -> Path:
-    # pid + monotonic ns makes names unique across processes without a shared counter.
-    return tmp_dir / f"{hint}.{os.getpid()}.{time.monotonic_ns()}.tmp"
+    # pid + a counter + monotonic ns: unique across processes and across a server's threads.
+    return tmp_dir / f"{hint}.{os.getpid()}.{next(_COUNTER)}.{time.monotonic_ns()}.tmp"
 
 
 def atomic_write(target: Path, data: bytes, tmp_dir: Path) -> None:

@@ -37,6 +37,7 @@ class ObjectStore:
         self._packs: list[Pack] | None = None
         # A partial clone's remote: fetches missing objects (blobs) into this store by id.
         self.promisor: Callable[[list[str]], None] | None = None
+        self._stamp = -1
 
     # ---- paths and pack list -------------------------------------------------------------
     def loose_path(self, oid: str) -> Path:
@@ -50,9 +51,26 @@ class ObjectStore:
         self._packs = None
 
     def packs(self) -> list[Pack]:
-        if self._packs is None:
-            self._packs = [Pack(p) for p in sorted(self.pack_dir.glob("*.idx"))]
-        return self._packs
+        packs = self._packs  # one read: another thread may invalidate between two
+        if packs is None:
+            self._stamp = self._pack_dir_stamp()
+            packs = self._packs = [Pack(p) for p in sorted(self.pack_dir.glob("*.idx"))]
+        return packs
+
+    def _pack_dir_stamp(self) -> int:
+        try:
+            return self.pack_dir.stat().st_mtime_ns
+        except OSError:
+            return -1
+
+    def refresh(self) -> bool:
+        """Forget the pack list if the pack folder changed since it was read (a pack appeared, or
+        gc repacked); True if it did. A lookup of an id nobody has then costs a stat, not a
+        re-read of every index."""
+        if self._pack_dir_stamp() == self._stamp:
+            return False
+        self.invalidate()
+        return True
 
     # ---- writing -------------------------------------------------------------------------
     def put(self, content: bytes, *, compress: bool = True) -> str:
@@ -116,8 +134,8 @@ class ObjectStore:
                 content = pack.read(oid)
                 if content is not None:
                     return content
-            # A pack may have appeared (or been repacked by gc) since we listed them.
-            self.invalidate()
+            if not self.refresh():  # a pack may have appeared (or been repacked) since we listed them
+                return None
         return None
 
     def missing(self, oids: Iterable[str]) -> list[str]:
@@ -163,7 +181,8 @@ class ObjectStore:
                 loc = pack.find(raw)
                 if loc is not None:
                     return pack.stored(*loc)
-            self.invalidate()
+            if not self.refresh():
+                break
         raise MissingObject(f"object {oid} is not in the store at {self.root}; run 'kiln fsck'")
 
     def get_json(self, oid: str) -> Any:

@@ -12,7 +12,6 @@ from __future__ import annotations
 import http.client
 import io
 import json
-import socket
 from collections.abc import Iterable
 from typing import Any, BinaryIO
 from urllib.parse import quote, urlsplit
@@ -88,6 +87,9 @@ class Remote:
         if self.token:
             headers["Authorization"] = f"Bearer {self.token}"
         chunked = body is not None and not isinstance(body, bytes)
+        # A kept-alive connection the hub closed is retried once, but only for requests that
+        # change nothing (refs, fetch, objects): a merge or a comment sent twice would act twice.
+        retry = method == "GET" or path.endswith(("/kiln/fetch", "/kiln/objects"))
         for attempt in (0, 1):
             conn = self._connection()
             try:
@@ -101,7 +103,7 @@ class Remote:
                 break
             except (http.client.RemoteDisconnected, BrokenPipeError, ConnectionResetError) as e:
                 self.close()
-                if attempt or chunked:
+                if attempt or chunked or not retry:
                     raise RemoteError(f"the hub at {self.origin} closed the connection ({e}); retry") from None
             except OSError as e:
                 self.close()
@@ -187,13 +189,3 @@ class Remote:
     def repo_api(self, suffix: str = "") -> str:
         owner, name = self.repo_path()
         return f"repos/{quote(owner)}/{quote(name)}{suffix}"
-
-
-def probe(url: str, timeout: float = 5.0) -> bool:
-    """True if something answers HTTP at ``url``'s origin (used to wait for a hub to start)."""
-    parts = urlsplit(url)
-    try:
-        with socket.create_connection((parts.hostname or "", parts.port or 80), timeout=timeout):
-            return True
-    except OSError:
-        return False

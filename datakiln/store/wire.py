@@ -31,6 +31,7 @@ HEADER = struct.Struct(">8sII")  # magic, version, count
 RECORD = struct.Struct(">32sI")  # raw id, stored length
 TRAILER = 32
 COUNT_MAX = 50_000_000
+STRUCTURED_MAX = 1 << 30  # bytes of commits, states and segments held to check a transfer (a 1M-row segment: ~60 MB)
 
 
 def header(count: int) -> bytes:
@@ -57,8 +58,8 @@ def encode(store: ObjectStore, oids: list[str]) -> bytes:
     return b"".join(encode_stream(store, oids))
 
 
-def _content(stored: bytes, raw: bytes, where: str) -> bytes:
-    """The content of a stored object, hash checked; a zlib payload inflates to at most OBJECT_MAX."""
+def _content(stored: bytes, raw: bytes, where: str, cap: int = OBJECT_MAX) -> bytes:
+    """The content of a stored object, hash checked; a zlib payload inflates to at most ``cap``."""
     oid = raw.hex()
     tag = stored[:1]
     if tag == b"r":
@@ -66,11 +67,11 @@ def _content(stored: bytes, raw: bytes, where: str) -> bytes:
     elif tag == b"z":
         d = zlib.decompressobj()
         try:
-            content = d.decompress(stored[1:], OBJECT_MAX)
+            content = d.decompress(stored[1:], cap)
         except zlib.error as e:
             raise CorruptObject(f"object {oid} in {where} cannot be inflated ({e})") from None
         if d.unconsumed_tail or not d.eof:
-            raise CorruptObject(f"object {oid} in {where} is truncated or inflates past {OBJECT_MAX:,} bytes")
+            raise CorruptObject(f"object {oid} in {where} is truncated or inflates past {cap:,} bytes")
     else:
         raise CorruptObject(f"object {oid} in {where} has an unknown storage tag {tag!r}")
     if hashlib.sha256(content).digest() != raw:
@@ -90,12 +91,17 @@ class Incoming:
         self.writer: PackWriter | None = store.pack_writer()
         self.ids: set[str] = set()
         self.structured: dict[str, bytes] = {}
-        self.bytes = 0
+        self.structured_bytes = 0
 
     def add(self, raw: bytes, stored: bytes, where: str) -> None:
-        content = _content(stored, raw, where)
+        content = _content(stored, raw, where, max(0, min(OBJECT_MAX, STRUCTURED_MAX - self.structured_bytes)))
         oid = raw.hex()
         if stored[:1] == b"z":
+            self.structured_bytes += len(content)
+            if self.structured_bytes > STRUCTURED_MAX:
+                raise CorruptObject(
+                    f"{where} inflates to over {STRUCTURED_MAX:,} bytes of tables and commits; nothing was kept"
+                )
             self.structured[oid] = content
         if self.writer is not None:
             self.writer.add_raw(raw, stored)
@@ -197,12 +203,10 @@ def _receive(
             raise CorruptObject(f"{where} is larger than the limit of {limit:,} bytes; nothing was kept")
         stored = reader.take(length)
         incoming.add(raw, stored, where)
-        incoming.bytes = total
         if progress is not None and (i % 512 == 0 or i == count - 1):
             progress(i + 1, count)
     if reader.digest() != reader.take(TRAILER):
         raise CorruptObject(f"{where} has a wrong checksum (bytes changed in transit); nothing was kept")
-    incoming.bytes = total + TRAILER
 
 
 # ---- framing: a JSON header before a transfer pack in one body -------------------------------
