@@ -12,6 +12,7 @@
     │   ├── ExampleNotFound
     │   └── AmbiguousExample
     ├── BuildNotFound              a build id or prefix that names no build (or several)
+    ├── PackageNotFound            a package name, version or range that names no published package
     ├── InputError                 bad user input; nothing was written
     │   ├── BadImage               not a PNG/JPEG/WebP image we can decode safely
     │   ├── BadManifest            a CSV/JSONL manifest or label file we cannot trust
@@ -35,7 +36,8 @@
     └── IntegrityError             the bytes on disk are not what they claim
         ├── CorruptObject
         ├── MissingObject
-        └── BadPackage             not a model package, or its files differ from its manifest
+        ├── BadPackage             not a model package, or its files differ from its manifest
+        └── SignatureError         a package whose signature does not verify, or whose key is not trusted
 
 Messages name the bad value, what was expected, and how to fix it. The CLI prints the message
 and exits with status 1 (2 for usage errors), so no traceback reaches a user for these.
@@ -82,6 +84,10 @@ class AmbiguousExample(ExampleError):
 
 class BuildNotFound(KilnError):
     """No build (or more than one) matches a build id or prefix."""
+
+
+class PackageNotFound(KilnError):
+    """No published package has this name, or no version matches the range asked for."""
 
 
 class InputError(KilnError):
@@ -178,3 +184,7 @@ class MissingObject(IntegrityError):
 
 class BadPackage(IntegrityError):
     """A path is not a model package, or a file in it does not match the manifest's hash."""
+
+
+class SignatureError(IntegrityError):
+    """A package's signature does not verify, or the key that made it is not trusted."""

@@ -22,6 +22,7 @@ TIERS = {
     "repo": 2,
     "sources": 2,
     "package": 2,
+    "registry": 2,
     "compile": 3,
     "review": 4,
     "server": 5,

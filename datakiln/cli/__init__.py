@@ -53,7 +53,12 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "report": ("build", "a build's metrics, per-class table, confusion matrix and weakest slices"),
     "compare": ("build", "behaviour diff of two builds: accuracy deltas, examples newly wrong and newly right"),
     "predict": ("build", "classify image files with a build or package (onnxruntime; no torch)"),
-    "package": ("build", "write a build's package as one archive file for sharing"),
+    "package": ("build", "write a build's package as one archive file; 'package info NAME' describes a published one"),
+    "keygen": ("registry", "make your ed25519 signing key (kiln publish signs every package with it)"),
+    "publish": ("registry", "publish a build's package to a hub as OWNER/NAME at a version (signed, immutable)"),
+    "install": ("registry", "install packages by version range into your cache and pin them in kiln.lock"),
+    "packages": ("registry", "list the packages on a hub (--installed: in your cache)"),
+    "trust": ("registry", "trust a publisher's signing key for the packages you install"),
     "sweep": ("build", "build several widths; table and chart of accuracy against latency"),
     "issues": (
         "review",

@@ -12,7 +12,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from ..errors import KilnError
+from ..errors import InputError, KilnError
 from .base import command, out_json, repo, short, when
 
 
@@ -322,13 +322,19 @@ def cmd_predict(a: argparse.Namespace) -> None:
 
 
 def _package_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("build", nargs="?", help="build id or prefix (default: the build 'kiln builds' marks with *)")
+    p.add_argument(
+        "build",
+        nargs="*",
+        help="build id or prefix (default: the build 'kiln builds' marks with *); or 'info OWNER/NAME[@RANGE]'",
+    )
     p.add_argument("-o", "--output", help="archive to write (default: NAME-VERSION.kiln.zip here)")
+    p.add_argument("--hub", help="for 'info': the hub's address (default: $KILN_HUB, the remote, or your one login)")
+    p.add_argument("--json", action="store_true", help="for 'info': print JSON")
 
 
 @command(
     "package",
-    "kiln package -o digits.kiln.zip",
+    "kiln package -o digits.kiln.zip; kiln package info alice/digits-cnn",
     _package_args,
 )
 def cmd_package(a: argparse.Namespace) -> None:
@@ -337,7 +343,16 @@ def cmd_package(a: argparse.Namespace) -> None:
     from ..compile.records import find_build
     from ..package import MANIFEST, write_archive
 
-    b = find_build(repo(a), a.build)
+    if a.build[:1] == ["info"]:
+        if len(a.build) != 2:
+            raise InputError("usage: kiln package info OWNER/NAME[@RANGE]")
+        from .registry import package_info
+
+        package_info(a, a.build[1])
+        return
+    if len(a.build) > 1:
+        raise InputError(f"kiln package takes one build, not {len(a.build)}: {' '.join(a.build)}")
+    b = find_build(repo(a), a.build[0] if a.build else None)
     manifest = json.loads((b.package / MANIFEST).read_text())
     out = Path(a.C, a.output or f"{manifest['name']}-{manifest['version'].replace('+', '_')}.kiln.zip")
     write_archive(b.package, out)

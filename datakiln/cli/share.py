@@ -125,9 +125,9 @@ def _token(hub: Any, a: argparse.Namespace) -> None:
 def _hub_url(a: argparse.Namespace) -> str:
     if a.hub:
         return origin(a.hub)
-    from ..store.credentials import _load
+    from ..store.credentials import known_hubs
 
-    hubs = list(_load())
+    hubs = known_hubs()
     if len(hubs) == 1:
         return hubs[0]
     raise InputError("say which hub: --hub URL" + ("" if hubs else " (and log in to it first: 'kiln login URL')"))

@@ -154,13 +154,23 @@ def find_build(repo: Repo, ref: str | None = None) -> BuildRecord:
     )
 
 
-def load_model(path_or_build: str | os.PathLike[str], *, repo: str | os.PathLike[str] | Repo = ".") -> Model:
-    """A package directory or archive, a build directory, or a build id (or unique prefix) in the
-    repository at ``repo``: verified and ready to ``predict``. A path that exists wins."""
+def load_model(
+    path_or_build: str | os.PathLike[str], *, repo: str | os.PathLike[str] | Repo = ".", trust: bool = False
+) -> Model:
+    """A package directory or archive, a build directory, a build id (or unique prefix) in the
+    repository at ``repo``, or a published package ``OWNER/NAME@RANGE`` (through kiln.lock, the
+    cache, then the hub; ``trust``: trust its publisher's key on first use): verified and ready to
+    ``predict``. A path that exists wins."""
     from ..package import load
+    from ..registry import looks_like_ref
     from ..repo import Repo
 
     if Path(path_or_build).exists():
         return load(path_or_build)
+    if looks_like_ref(str(path_or_build)):
+        from ..registry import load as load_published
+
+        start = repo.root if isinstance(repo, Repo) else Path(repo)
+        return load_published(str(path_or_build), project=start, trust=trust)
     r = repo if isinstance(repo, Repo) else Repo(repo)
     return load(find_build(r, str(path_or_build)).package)

@@ -30,6 +30,7 @@ from ..errors import (
     InputError,
     IntegrityError,
     KilnError,
+    PackageNotFound,
     PermissionDenied,
     RepoNotFound,
     RevisionError,
@@ -57,6 +58,7 @@ def status_of(e: KilnError) -> int:
         (RevisionError, 404),
         (ExampleError, 404),
         (BuildNotFound, 404),
+        (PackageNotFound, 404),
         (ConcurrencyError, 409),
         (StateError, 409),
         (InputError, 400),
@@ -125,9 +127,10 @@ def create_app(hub: Hub) -> HubApp:
         return json_response({"error": str(e.detail), "kind": "HTTPError"}, e.status_code)
 
     add_api_routes(app, hub)
-    from . import hf, pages
+    from . import hf, pages, registry
 
     hf.add_routes(app, hub)
+    registry.add_routes(app, hub)
     pages.add_routes(app, hub)  # last: its /OWNER/NAME routes would shadow the others
     return HubApp(hub, app)
 

@@ -27,7 +27,9 @@ _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
 TOKEN_PREFIX = "kiln_"
 
 
-RESERVED = frozenset({"api", "datasets", "static", "login", "logout", "models", "spaces"})  # the hub's own paths
+RESERVED = frozenset(
+    {"api", "datasets", "static", "login", "logout", "models", "spaces", "packages"}
+)  # the hub's own paths
 
 
 def check_name(name: str, what: str) -> str:
@@ -97,6 +99,13 @@ class Meta(Protocol):
     def update_request(self, owner: str, name: str, number: int, fields: dict[str, Any]) -> None: ...
     def add_comment(self, owner: str, name: str, number: int, author: str, body: str) -> None: ...
     def approve(self, owner: str, name: str, number: int, user: str) -> None: ...
+    def add_key(self, user: str, key_id: str, public: str) -> None: ...
+    def keys(self, user: str) -> dict[str, str]: ...
+    def add_version(self, fields: dict[str, Any]) -> None: ...
+    def versions(self, owner: str, name: str) -> list[dict[str, Any]]: ...
+    def version(self, owner: str, name: str, version: str) -> dict[str, Any] | None: ...
+    def count_download(self, owner: str, name: str, version: str) -> None: ...
+    def packages(self) -> list[dict[str, Any]]: ...
 
 
 SCHEMA = """
@@ -115,7 +124,14 @@ CREATE TABLE IF NOT EXISTS comments(id INTEGER PRIMARY KEY AUTOINCREMENT, owner 
   number INTEGER NOT NULL, author TEXT NOT NULL, body TEXT NOT NULL, created INTEGER NOT NULL);
 CREATE TABLE IF NOT EXISTS approvals(owner TEXT NOT NULL, name TEXT NOT NULL, number INTEGER NOT NULL,
   user TEXT NOT NULL, created INTEGER NOT NULL, PRIMARY KEY(owner, name, number, user));
+CREATE TABLE IF NOT EXISTS keys(id TEXT PRIMARY KEY, user TEXT NOT NULL REFERENCES users(name), public TEXT NOT NULL,
+  created INTEGER NOT NULL);
+CREATE TABLE IF NOT EXISTS versions(owner TEXT NOT NULL, name TEXT NOT NULL, version TEXT NOT NULL,
+  sha256 TEXT NOT NULL, size INTEGER NOT NULL, digest TEXT NOT NULL, publisher TEXT NOT NULL, key TEXT NOT NULL,
+  signature TEXT NOT NULL, manifest TEXT NOT NULL, created INTEGER NOT NULL, downloads INTEGER NOT NULL DEFAULT 0,
+  PRIMARY KEY(owner, name, version));
 """
+VERSION_FIELDS = ("owner", "name", "version", "sha256", "size", "digest", "publisher", "key", "signature", "manifest")
 REQUEST_FIELDS = ("source", "target", "title", "author", "state", "created", "updated", "merged_commit", "base", "head")
 
 
@@ -328,6 +344,64 @@ class SQLiteMeta:
 
     def approve(self, owner: str, name: str, number: int, user: str) -> None:
         self._run("INSERT OR IGNORE INTO approvals VALUES (?,?,?,?,?)", owner, name, number, user, int(time.time()))
+
+    # ---- the registry: signing keys and package versions --------------------------------
+    def add_key(self, user: str, key_id: str, public: str) -> None:
+        rows = self._rows("SELECT user FROM keys WHERE id=?", key_id)
+        if rows and rows[0]["user"] != user:
+            raise StateError(f"key {key_id} belongs to another user of this hub; make your own with 'kiln keygen'")
+        self._run("INSERT OR IGNORE INTO keys VALUES (?,?,?,?)", key_id, user, public, int(time.time()))
+
+    def keys(self, user: str) -> dict[str, str]:
+        return {
+            r["id"]: r["public"] for r in self._rows("SELECT id, public FROM keys WHERE user=? ORDER BY created", user)
+        }
+
+    def add_version(self, fields: dict[str, Any]) -> None:
+        """Record a published version; versions never change, so a second publish is refused."""
+        owner, name, version = fields["owner"], fields["name"], fields["version"]
+        db = self._db()
+        db.execute("BEGIN IMMEDIATE")  # the case check and the insert as one step
+        try:
+            clash = db.execute(
+                "SELECT owner, name FROM versions WHERE lower(owner)=lower(?) AND lower(name)=lower(?) "
+                "AND (owner!=? OR name!=?) LIMIT 1",
+                (owner, name, owner, name),
+            ).fetchone()
+            if clash:
+                raise StateError(f"package {clash[0]}/{clash[1]} exists; names differ by more than case")
+            if db.execute(
+                "SELECT 1 FROM versions WHERE owner=? AND name=? AND version=?", (owner, name, version)
+            ).fetchone():
+                raise StateError(
+                    f"{owner}/{name} {version} is already published and versions never change; publish a new version"
+                )
+            db.execute(
+                f"INSERT INTO versions({','.join(VERSION_FIELDS)}, created) VALUES ({','.join('?' * len(VERSION_FIELDS))}, ?)",
+                (*(fields[k] for k in VERSION_FIELDS), int(time.time())),
+            )
+            db.execute("COMMIT")
+        except BaseException:
+            db.execute("ROLLBACK")
+            raise
+
+    def versions(self, owner: str, name: str) -> list[dict[str, Any]]:
+        return self._rows("SELECT * FROM versions WHERE owner=? AND name=? ORDER BY created", owner, name)
+
+    def version(self, owner: str, name: str, version: str) -> dict[str, Any] | None:
+        rows = self._rows("SELECT * FROM versions WHERE owner=? AND name=? AND version=?", owner, name, version)
+        return rows[0] if rows else None
+
+    def count_download(self, owner: str, name: str, version: str) -> None:
+        self._run(
+            "UPDATE versions SET downloads=downloads+1 WHERE owner=? AND name=? AND version=?", owner, name, version
+        )
+
+    def packages(self) -> list[dict[str, Any]]:
+        return self._rows(
+            "SELECT owner, name, count(*) AS versions, sum(downloads) AS downloads, max(created) AS updated "
+            "FROM versions GROUP BY owner, name ORDER BY owner, name"
+        )
 
 
 def _info(r: dict[str, Any]) -> RepoInfo:

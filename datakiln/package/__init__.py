@@ -4,8 +4,8 @@
 load a build by id, ``datakiln.load`` resolves the id to its package path first.
 """
 
-from .archive import read_package_files, write_archive
-from .format import FILES, FORMAT, MANIFEST, write_package
+from .archive import archive_bytes, read_package_files, write_archive
+from .format import FILES, FORMAT, MANIFEST, parse_manifest, rewrite_manifest, write_package
 from .model import Model, Predictions, load
 
 __all__ = [
@@ -14,6 +14,9 @@ __all__ = [
     "MANIFEST",
     "Model",
     "Predictions",
+    "archive_bytes",
+    "parse_manifest",
+    "rewrite_manifest",
     "load",
     "read_package_files",
     "write_archive",

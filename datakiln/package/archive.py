@@ -9,6 +9,7 @@ deflated members are read: bzip2 and lzma members are refused.
 
 from __future__ import annotations
 
+import io
 import os
 import zipfile
 import zlib
@@ -21,18 +22,27 @@ from .graph import check_graph
 
 def write_archive(package_dir: Path, out: Path) -> Path:
     """A single-file zip of the package, byte-identical for identical packages."""
-    files = read_package_files(package_dir)
+    data = archive_bytes(read_package_files(package_dir))
     tmp = out.with_name(out.name + f".{os.getpid()}.tmp")
-    with zipfile.ZipFile(tmp, "w", compression=zipfile.ZIP_DEFLATED) as z:
+    with open(tmp, "wb") as f:
+        f.write(data)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, out)
+    return out
+
+
+def archive_bytes(files: dict[str, bytes]) -> bytes:
+    """The zip of a package's three files: fixed names, order, dates and modes, so the same
+    package always gives the same bytes (and the same sha256 in a registry)."""
+    buf = io.BytesIO()
+    with zipfile.ZipFile(buf, "w", compression=zipfile.ZIP_DEFLATED) as z:
         for name in (MANIFEST, *FILES):
             info = zipfile.ZipInfo(name, date_time=(1980, 1, 1, 0, 0, 0))
             info.compress_type = zipfile.ZIP_DEFLATED
             info.external_attr = 0o644 << 16
             z.writestr(info, files[name])
-    with open(tmp, "rb+") as f:
-        os.fsync(f.fileno())
-    os.replace(tmp, out)
-    return out
+    return buf.getvalue()
 
 
 def read_package_files(path: Path) -> dict[str, bytes]:

@@ -51,6 +51,14 @@ def write_package(out: Path, manifest: dict[str, Any], files: dict[str, bytes]) 
     fsync_dir(out)
 
 
+def rewrite_manifest(files: dict[str, bytes], changes: dict[str, Any], where: str) -> dict[str, bytes]:
+    """``files`` with the manifest's top-level keys replaced by ``changes`` and its digest
+    recomputed (publishing names a package and its version); the other two files are unchanged."""
+    manifest = {**parse_manifest(files[MANIFEST], where), **changes}
+    manifest["digest"] = manifest_digest(manifest)
+    return {**files, MANIFEST: manifest_bytes(manifest)}
+
+
 def manifest_digest(manifest: dict[str, Any]) -> str:
     """sha256 of the manifest's canonical JSON without its own ``digest`` key.
 

@@ -57,6 +57,11 @@ def _load() -> dict[str, str]:
     return {k: v for k, v in (tokens or {}).items() if isinstance(k, str) and isinstance(v, str)}
 
 
+def known_hubs() -> list[str]:
+    """The origins of the hubs this user is logged in to."""
+    return list(_load())
+
+
 def token_for(url: str) -> str | None:
     """The token to send to the hub at ``url``: $KILN_TOKEN, else the stored one, else None."""
     env = os.environ.get("KILN_TOKEN")

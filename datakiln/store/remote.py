@@ -18,16 +18,27 @@ from urllib.parse import quote, urlsplit
 
 from ..errors import (
     AuthRequired,
+    BadName,
+    BadPackage,
     InputError,
     KilnError,
+    PackageNotFound,
     PermissionDenied,
     RemoteError,
     RepoNotFound,
+    SignatureError,
     StateError,
 )
 from . import wire
 from .credentials import origin, token_for
 
+# Errors the hub names (its JSON "kind") that the client raises as themselves rather than by status.
+_PRECISE: dict[str, type[KilnError]] = {
+    "PackageNotFound": PackageNotFound,
+    "SignatureError": SignatureError,
+    "BadPackage": BadPackage,
+    "BadName": BadName,
+}
 TIMEOUT = 120.0  # seconds without a byte before a request fails
 
 
@@ -79,11 +90,17 @@ class Remote:
         self.close()
 
     def request(
-        self, method: str, path: str, body: bytes | Iterable[bytes] | None = None, *, kind: str = "application/json"
+        self,
+        method: str,
+        path: str,
+        body: bytes | Iterable[bytes] | None = None,
+        *,
+        kind: str = "application/json",
+        headers: dict[str, str] | None = None,
     ) -> http.client.HTTPResponse:
         """Send a request to ``path`` (absolute on the hub) and return its response, raising the
         library's error for a non-2xx status. A kept-alive connection the hub closed is retried once."""
-        headers = {"Content-Type": kind, "Accept": "*/*", "User-Agent": "kiln"}
+        headers = {"Content-Type": kind, "Accept": "*/*", "User-Agent": "kiln", **(headers or {})}
         if self.token:
             headers["Authorization"] = f"Bearer {self.token}"
         chunked = body is not None and not isinstance(body, bytes)
@@ -124,8 +141,10 @@ class Remote:
     def _error(self, resp: http.client.HTTPResponse) -> KilnError:
         raw = resp.read(1 << 16)
         self.received += len(raw)
+        kind = None
         try:
-            message = str(json.loads(raw)["error"])
+            answer = json.loads(raw)
+            message, kind = str(answer["error"]), answer.get("kind")
         except (ValueError, KeyError, TypeError):
             message = raw.decode("utf-8", "replace")[:300] or resp.reason
             if resp.status == 404:
@@ -134,6 +153,8 @@ class Remote:
         err = cls.get(resp.status, RemoteError)
         if resp.status == 413:
             err = InputError
+        if kind in _PRECISE:  # the hub named the error: a missing package is not a missing repository
+            err = _PRECISE[kind]
         if resp.status == 401 and "kiln login" not in message:
             message += f"; run 'kiln login {self.origin}'"
         return err(f"{self.origin}: {message}")
