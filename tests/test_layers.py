@@ -27,6 +27,7 @@ TIERS = {
     "review": 4,
     "server": 5,
     "hub": 5,
+    "serve": 5,
     "cli": 6,
 }
 # What a leaf may import besides the shared pieces (tier 0).
@@ -34,9 +35,9 @@ LEAVES = {"package": {"store"}, "insight": set(), "store": set(), "sources": set
 # Third-party modules and the only packages that may import them.
 CONFINED = {
     "torch": {"compile"},
-    "fastapi": {"server", "hub"},
-    "uvicorn": {"server", "hub"},
-    "starlette": {"server", "hub"},
+    "fastapi": {"server", "hub", "serve"},
+    "uvicorn": {"server", "hub", "serve"},
+    "starlette": {"server", "hub", "serve"},
     "argparse": {"cli"},
 }
 

@@ -59,6 +59,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "install": ("registry", "install packages by version range into your cache and pin them in kiln.lock"),
     "packages": ("registry", "list the packages on a hub (--installed: in your cache)"),
     "trust": ("registry", "trust a publisher's signing key for the packages you install"),
+    "serve": ("serve", "serve a model over HTTP: POST /predict with images (onnxruntime, batched)"),
     "sweep": ("build", "build several widths; table and chart of accuracy against latency"),
     "issues": (
         "review",
