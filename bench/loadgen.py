@@ -42,7 +42,9 @@ async def run(url: str, body: bytes, kind: str, clients: int, seconds: float, wa
         f"Content-Length: {len(body)}\r\n\r\n"
     ).encode() + body
     if warmup:
-        await asyncio.gather(*(client(host, port, request, time.perf_counter() + warmup, [], []) for _ in range(clients)))
+        await asyncio.gather(
+            *(client(host, port, request, time.perf_counter() + warmup, [], []) for _ in range(clients))
+        )
     lat: list[float] = []
     errors: list[str] = []
     t0 = time.perf_counter()

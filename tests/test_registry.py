@@ -183,3 +183,59 @@ def test_publishing_is_immutable_owned_and_signed(published: Published, tmp_path
     assert {p["full_name"]: p["latest"] for p in listed} == {"alice/digits": "1.3.0", "bob/digits": "0.1.0"}
     info = hub.kiln("package", "info", "alice/digits@~1.2", "--hub", hub.url, cwd=tmp_path).stdout
     assert "* 1.2.0" in info and "classes (10)" in info and "lineage: repository" in info
+
+
+def _digits(root: Path, keep: set[str], per_class: int | None = None) -> datakiln.Repo:
+    """The digits sample with only the classes in ``keep``; ``per_class``: labels kept per class in train."""
+    import random
+
+    r = datakiln.Repo.init(root)
+    r.import_sample("digits", jobs=1)
+    rows = r.ls()
+    r.rm([x["id"] for x in rows if x["label"] not in keep])
+    if per_class is not None:
+        by: dict[str, list[str]] = {}
+        for x in rows:
+            if x["label"] in keep and x["split"] == "train":
+                by.setdefault(x["label"], []).append(x["id"])
+        rng = random.Random(0)
+        unlabel = [i for ids in by.values() for i in rng.sample(ids, len(ids) - per_class)]
+        r.label_many([(i, None) for i in unlabel])
+    r.commit("digits " + "".join(sorted(keep)))
+    return r
+
+
+def test_a_meld_build_on_a_published_backbone_beats_scratch_and_pins_it(
+    published: Published, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    hub = published.hub
+    monkeypatch.setenv("KILN_CONFIG_HOME", hub.env["KILN_CONFIG_HOME"])  # alice: her key, her token
+    monkeypatch.setenv("KILN_CACHE_HOME", str(tmp_path / "cache"))
+    monkeypatch.setenv("KILN_HUB", hub.url)
+    low = _digits(tmp_path / "low", {"0", "1", "2", "3", "4"})
+    base = datakiln.build(low, epochs=5, folds=0, progress=False)
+    datakiln.registry.publish(base.build.package, "alice/digits04", "1.0.0", hub.url)
+    high = _digits(tmp_path / "high", {"5", "6", "7", "8", "9"}, per_class=20)
+    scratch = datakiln.build(high, epochs=2, folds=0, progress=False)
+    (high.root / "kiln.toml").write_text('[model]\nbackbone = "alice/digits04@^1"\n[train]\nfolds = 0\n')
+    meld = datakiln.build(high, epochs=2, progress=False)
+    acc = {name: b.build.record["metrics"]["test"]["accuracy"] for name, b in (("scratch", scratch), ("meld", meld))}
+    assert acc["meld"] >= acc["scratch"] + 0.08, acc  # the same network, labels and schedule
+    # Lineage names the backbone by hash; the build id depends on it; the lock pins it.
+    rec = meld.build.record
+    assert rec["lineage"]["backbone"]["name"] == "alice/digits04" and meld.build.id != scratch.build.id
+    (pin,) = read_lock(high.root / "kiln.lock")
+    assert (pin.name, pin.version, pin.sha256) == ("alice/digits04", "1.0.0", rec["lineage"]["backbone"]["sha256"])
+    assert datakiln.build(high, epochs=2, progress=False).cached
+    # A package built on a backbone installs with it.
+    datakiln.registry.publish(meld.build.package, "alice/digits59", "1.0.0", hub.url)
+    erin = published.user_env("erin")
+    app = tmp_path / "app"
+    app.mkdir()
+    done = json.loads(kiln("install", "alice/digits59@1", "--trust", "--json", cwd=app, env=erin).stdout)
+    assert [(d["name"], d["version"]) for d in done] == [("alice/digits59", "1.0.0"), ("alice/digits04", "1.0.0")]
+    assert {e.name for e in read_lock(app / "kiln.lock")} == {"alice/digits59", "alice/digits04"}
+    # An input contract the backbone cannot take is refused with the reason.
+    (high.root / "kiln.toml").write_text('[model]\nbackbone = "alice/digits04@^1"\n[input]\nsize = [16, 16]\n')
+    with pytest.raises(datakiln.BadSpec, match=r"the backbone alice/digits04 1.0.0 takes \[8, 8\]"):
+        datakiln.build(high, epochs=2, progress=False)

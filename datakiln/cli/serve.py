@@ -39,8 +39,6 @@ def cmd_serve(a: argparse.Namespace) -> None:
     model = load_model(path if os.path.exists(path) else a.model, repo=a.C, trust=a.trust)
     limits = Limits(max_body=int(a.max_body_mb * (1 << 20)), max_images=a.max_images, max_inflight=a.max_inflight)
     try:
-        serve(
-            model, host=a.host, port=a.port, max_batch=a.max_batch, max_wait=a.max_wait_ms / 1000, limits=limits
-        )
+        serve(model, host=a.host, port=a.port, max_batch=a.max_batch, max_wait=a.max_wait_ms / 1000, limits=limits)
     except KeyboardInterrupt:
         pass

@@ -27,6 +27,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from .. import interrupt
+from ..errors import BadSpec
 from ..insight import metrics
 from ..package.format import write_package
 from ..progress import progress_enabled, report_progress
@@ -41,6 +42,7 @@ from .warm import find_parent, fit_weights, fresh_positions, same_build, trained
 
 if TYPE_CHECKING:
     from ..repo import Repo
+    from .meld import Backbone
 
 BUILD_FORMAT = 2  # 2: folds by example id, per-step schedule, resolved "auto" keys, warm starts
 
@@ -71,10 +73,17 @@ def default_spec(repo: Repo) -> Spec:
     return load_spec(path if path.is_file() else None)
 
 
-def build_id(state: str | None, spec: Spec, device: str = "cpu", parent: str | None = None, world: int = 1) -> str:
+def build_id(
+    state: str | None,
+    spec: Spec,
+    device: str = "cpu",
+    parent: str | None = None,
+    world: int = 1,
+    backbone: str | None = None,
+) -> str:
     """What a build's bits depend on: the data, the weight-changing keys of the spec, the device
-    (and the torchrun world size, when more than 1), the datakiln version, and the build a warm
-    build started from (None: a cold build)."""
+    (and the torchrun world size, when more than 1), the datakiln version, the build a warm
+    build started from (None: a cold build), and the sha256 of the package it melds (if any)."""
     spec_key = spec.id_dict()
     spec_key["train"]["device"] = device
     if world > 1:
@@ -86,6 +95,8 @@ def build_id(state: str | None, spec: Spec, device: str = "cpu", parent: str | N
         "datakiln": __version__,
         "warm_from": parent,
     }
+    if backbone is not None:
+        key["backbone"] = backbone
     return hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:20]
 
 
@@ -109,14 +120,24 @@ def build(
     spec = spec or default_spec(repo)
     if overrides:
         spec = spec.with_overrides(**overrides)
+    backbone = None
+    if spec.model.backbone:
+        from .meld import effective_spec, resolve_backbone
+
+        backbone = resolve_backbone(spec.model.backbone, repo.root)
+        spec = effective_spec(spec, backbone)
+        cold = True  # a warm start would begin from a build of this backbone anyway; keep it simple
     cid = repo.resolve(rev)
     commit = repo.read_commit(cid)
     device = resolve_device(spec)
     world = distributed.world_size()
+    if world > 1 and spec.model.freeze_epochs:
+        raise BadSpec("model.freeze_epochs is not supported under torchrun; set it to 0 or build in one process")
     if world > 1:
         distributed.start(device)
         cold = True  # a warm rebuild is short enough for one process: torchrun builds are cold
-    cold_final = repo.layout.builds / build_id(commit.state, spec, device, world=world)
+    sha = backbone.sha256 if backbone else None
+    cold_final = repo.layout.builds / build_id(commit.state, spec, device, world=world, backbone=sha)
     if not no_cache:
         found = read_build(cold_final) if cold else same_build(repo, commit.state, spec.hash(), device)
         if world > 1:
@@ -129,14 +150,14 @@ def build(
     resolved = resolve(spec, ex, fits, world)
     check_memory(len(ex), resolved, spec, len(ex.classes))
     parent = None if cold else find_parent(repo, cid, commit.state, spec.hash(), resolved, ex, spec.train.folds)
-    bid = build_id(commit.state, spec, device, parent.id if parent else None, world)
+    bid = build_id(commit.state, spec, device, parent.id if parent else None, world, sha)
     final = repo.layout.builds / bid
     tmp = repo.tmp_dir / f"build-{bid}.{os.getpid()}.{time.monotonic_ns()}"
     tmp.mkdir(parents=True)
     show = (progress_enabled() if progress is None else progress) and distributed.is_main()
     try:
         with interrupt.deferred():
-            _compile(repo, cid, commit.state, bid, spec, resolved, ex, parent, tmp, show)
+            _compile(repo, cid, commit.state, bid, spec, resolved, ex, parent, tmp, show, backbone)
         if distributed.is_main():
             _publish(tmp, final)
     finally:
@@ -208,10 +229,11 @@ def _cross_fit(
     parent: BuildRecord | None,
     out: Path,
     show: bool,
+    backbone: str | None = None,
 ) -> Trained | None:
     tasks, fold = _tasks(ex, spec, parent)
     ctx = FitContext(
-        str(px_path), ex.y, ex.where("valid"), spec.to_dict(), resolved, mean, std, len(ex.classes), str(out)
+        str(px_path), ex.y, ex.where("valid"), spec.to_dict(), resolved, mean, std, len(ex.classes), str(out), backbone
     )
     fits = run_fits(ctx, tasks, resolved.workers, show)
     if not distributed.is_main():
@@ -254,6 +276,7 @@ def _compile(
     parent: BuildRecord | None,
     out: Path,
     show: bool,
+    backbone: Backbone | None = None,
 ) -> None:
     t0 = time.perf_counter()
     report_progress(phase="pixels", desc="decoding images", fraction=0.0)
@@ -261,12 +284,21 @@ def _compile(
     px_path = _decode_once(repo, ex, resolved)
     px = PixelFile(px_path)
     tr, va, te = ex.where("train"), ex.where("valid"), ex.where("test")
-    if parent is not None:  # the parent's weights were trained on its normalisation: keep it
+    bb_path = None
+    if backbone is not None:  # its weights were trained on its normalisation: keep it
+        from .meld import normalization as bb_normalization
+
+        mean, std = bb_normalization(backbone)
+        bb_path = out / "backbone.safetensors"
+        bb_path.write_bytes(backbone.weights)
+    elif parent is not None:  # the parent's weights were trained on its normalisation: keep it
         mean, std = parent.record["input"]["mean"], parent.record["input"]["std"]
     else:
         mean, std = normalization(px, tr, spec.input.normalize)
     t_pixels = time.perf_counter()
-    run = _cross_fit(px_path, ex, spec, resolved, mean, std, parent, out, show)
+    run = _cross_fit(px_path, ex, spec, resolved, mean, std, parent, out, show, str(bb_path) if bb_path else None)
+    if bb_path is not None:
+        bb_path.unlink()
     t_train = time.perf_counter()
     if run is None:
         return  # a torchrun rank but the first: rank 0 exports and writes the build
@@ -277,7 +309,7 @@ def _compile(
     px.close()
     _tidy_fits(out)
     m = _metrics(ex, run)
-    lineage = {
+    lineage: dict[str, Any] = {
         "repo": repo.id,
         "commit": cid,
         "state": state,
@@ -285,9 +317,11 @@ def _compile(
         "datakiln": __version__,
         "build": bid,
     }
+    if backbone is not None:
+        lineage["backbone"] = backbone.lineage()
     contract = _contract(size, channels, mean, std)
     dim = run.final.dim
-    manifest = {
+    manifest: dict[str, Any] = {
         "name": repo.root.name,
         "version": f"0.0.0+{bid[:12]}",
         "architecture": {**dataclasses.asdict(spec.model), "stem": resolved.stem, "embedding_dim": dim},
@@ -298,6 +332,8 @@ def _compile(
         "metrics": {s: m[s] for s in ("valid", "test")},
         "lineage": lineage,
     }
+    if backbone is not None:  # what `kiln install` installs and pins with this package
+        manifest["dependencies"] = [backbone.lineage()]
     write_package(out / "package", manifest, {"weights.safetensors": weights, "model.onnx": onnx_bytes})
     _write_predictions(out, ex, run.pred_probs, run.embeddings, run.fold)
     t_end = time.perf_counter()

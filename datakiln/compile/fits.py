@@ -50,6 +50,7 @@ class FitContext:
     std: list[float]
     classes: int
     out: str  # the build's temp folder: fits write <out>/fits/<name>.*
+    backbone: str | None = None  # weights of a published package every fit starts from (model.backbone)
 
 
 @dataclass
@@ -101,6 +102,11 @@ def run_fit(ctx: FitContext, task: FitTask, report: Report) -> FitSummary:
     model = Classifier(spec.model, (r.channels, r.size[0], r.size[1]), ctx.classes, ctx.mean, ctx.std, r.stem)
     if task.warm_from:
         _load_weights(model, task.warm_from)
+    elif ctx.backbone:
+        from .meld import imprint_head, load_backbone
+
+        load_backbone(model, ctx.backbone)
+        imprint_head(model, px, task.rows, ctx.y[task.rows])
     # A fold model's valid accuracy decides nothing unless patience or keep = "best" asks for it:
     # measuring it every epoch cost 7% of a 60,000-image build.
     needed = task.name == FINAL or spec.train.patience > 0 or spec.train.keep == "best"
@@ -125,6 +131,7 @@ def run_fit(ctx: FitContext, task: FitTask, report: Report) -> FitSummary:
         epochs=r.epochs,
         device=r.device,
         warm=task.warm_from is not None,
+        freeze_epochs=spec.model.freeze_epochs if ctx.backbone else 0,
         world=r.world,
         rank=distributed.rank() if r.world > 1 else 0,
         on_epoch=on_epoch,

@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ..errors import BadSpec
+from ..errors import BadSpec, InputError
 
 SPEC_FILE = "kiln.toml"
 CNN_BASE = 32  # channels of the first block at width 1; each block doubles them
@@ -64,6 +64,13 @@ class ModelSpec:
     # image stays about that of a 14-28 px input (64 px RGB: 15 ms -> 1 ms per training image on
     # one core). "auto": the largest power of two that leaves the first block at least 14 px.
     stem: int | str = "auto"
+    # A published package to build on (OWNER/NAME@RANGE): its layers up to the embedding, with
+    # its weights, then a new head for this dataset's classes, all fine-tuned together. Its
+    # architecture and input contract replace arch/width/depth/stem and input size/channels.
+    backbone: str = ""
+    # With a backbone: epochs that train only the new head first (the backbone frozen, its batch
+    # statistics too), so a random head does not wreck the pretrained features; 0: never frozen.
+    freeze_epochs: int = 0
 
 
 @dataclass(frozen=True)
@@ -205,6 +212,17 @@ def _check_value(section: str, name: str, value: Any, where: str) -> Any:
         if value not in STEMS or isinstance(value, bool):
             raise BadSpec(f'{where} must be 1 (no stem), 2, 4, 8 or "auto", not {value!r}')
         return value
+    if (section, name) == ("model", "backbone"):
+        if not isinstance(value, str):
+            raise BadSpec(f'{where} must be a package reference like "alice/digits-cnn@^1.2", not {value!r}')
+        if value:
+            from ..registry.ref import parse_ref
+
+            try:
+                parse_ref(value)
+            except InputError as e:
+                raise BadSpec(f"{where}: {e}") from None
+        return value
     if (section, name) in (("train", "epochs"), ("train", "workers")) and isinstance(value, str):
         raise BadSpec(f'{where} must be an integer or "auto", not {value!r}')
     if (section, name) == ("input", "size"):
@@ -242,6 +260,7 @@ def _check_value(section: str, name: str, value: Any, where: str) -> Any:
         "batch_size": (2, 65_536),
         "seed": (0, 2**32 - 1),
         "patience": (0, 10_000),
+        "freeze_epochs": (0, 10_000),
         "folds": (0, 50),
         "threads": (1, 256),
         "workers": (1, 256),
@@ -277,7 +296,10 @@ def parse_dict(d: dict[str, Any], source: str) -> Spec:
                 )
             kwargs[name] = _check_value(section, name, v, f"{source}: {section}.{name}")
         parts[section] = cls(**kwargs)
-    return Spec(**parts)
+    spec = Spec(**parts)
+    if spec.model.freeze_epochs and not spec.model.backbone:
+        raise BadSpec(f"{source}: model.freeze_epochs freezes a backbone; set model.backbone too, or remove it")
+    return spec
 
 
 def load_spec(path: Path | None) -> Spec:

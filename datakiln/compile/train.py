@@ -114,6 +114,7 @@ def fit(
     epochs: int,
     device: str = "cpu",
     warm: bool = False,
+    freeze_epochs: int = 0,
     world: int = 1,
     rank: int = 0,
     on_epoch: EpochHook | None = None,
@@ -125,6 +126,8 @@ def fit(
     Under torchrun (``world`` > 1) a step takes ``batch_size`` rows per rank: every rank draws
     the same global batch and augmentations and trains on rows ``rank::world`` of it, through
     DistributedDataParallel (see ``distributed``).
+    ``freeze_epochs``: the first epochs train only the head; the features (a backbone's) keep
+    their weights and their batch statistics.
     Stops after ``patience`` epochs without a better valid accuracy (0: never). Keeps the last
     epoch's weights, or with ``keep = "best"`` those of the epoch with the best valid accuracy
     (ties: the earlier epoch). Without valid examples, trains all epochs and keeps the last.
@@ -144,6 +147,11 @@ def fit(
     step = 0
     for epoch in range(passes):
         model.train()
+        frozen = epoch < freeze_epochs
+        for p in model.features.parameters():
+            p.requires_grad_(not frozen)
+        if frozen:
+            model.features.eval()  # BatchNorm keeps the backbone's running statistics
         order = _warm_order(data, steps, bs, rng) if warm else rng.permutation(n)
         bounds = batch_bounds(len(order), bs, world)
         total = 0.0

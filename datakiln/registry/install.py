@@ -172,16 +172,7 @@ def _install_one(
             tmp.unlink(missing_ok=True)
     rec = cache.record(sha) or {}
     deps = rec.get("dependencies") or []
-    locked = Locked(
-        full,
-        version,
-        sha,
-        rec.get("hub", reg.hub),
-        str(record["publisher"]),
-        str(record["key"]),
-        requested,
-        [f"{d['name']}@{d['version']}" for d in deps],
-    )
+    locked = _locked_from(rec, requested=requested, hub=str(rec.get("hub", reg.hub)))
     out = [Installed(locked, path, downloaded)]
     for dep in deps:
         d_owner, d_name = str(dep["name"]).split("/", 1)
@@ -287,12 +278,51 @@ def load(text: str, *, project: Path | None = None, hub: str | None = None, trus
     return open_cached(cache, rec)
 
 
+def backbone_files(text: str, project: Path, *, trust: bool = False) -> tuple[dict[str, Any], dict[str, bytes]]:
+    """(cache record, verified files) of the package ``text`` names, for a build that melds it:
+    through the project's kiln.lock, else the cache, else installed from the hub and pinned in
+    the lock (a build on a backbone is reproducible only if the backbone's bytes are pinned)."""
+    cache = Cache()
+    rec = resolve_installed(text, project=project, cache=cache)
+    if rec is None:
+        got = install([text], project=project, trust=trust, cache=cache)
+        rec = cache.record(got[0].locked.sha256)
+        assert rec is not None
+    else:
+        lock = find_lock(project) or project / LOCK_FILE
+        if not any(e.sha256 == rec["sha256"] for e in read_lock(lock)):
+            hub = str(rec.get("hub", ""))
+            update_lock(lock, [_locked_from(rec, requested=str(parse_ref(text).range), hub=hub)])
+    return rec, verified_files(cache, rec)
+
+
+def _locked_from(rec: dict[str, Any], *, requested: str, hub: str) -> Locked:
+    deps = rec.get("dependencies") or []
+    return Locked(
+        str(rec["name"]),
+        str(rec["version"]),
+        str(rec["sha256"]),
+        hub,
+        str(rec.get("publisher")),
+        str(rec.get("key")),
+        requested,
+        [f"{d['name']}@{d['version']}" for d in deps],
+    )
+
+
 def open_cached(cache: Cache, rec: dict[str, Any]) -> Model:
     """A cached package as a ``Model``: its bytes re-hashed, its files checked against the
     manifest, its signature checked against a trusted key, before onnxruntime sees the graph."""
+    from ..package import Model
+
+    return Model(verified_files(cache, rec), f"{rec.get('name')}@{rec.get('version')}")
+
+
+def verified_files(cache: Cache, rec: dict[str, Any]) -> dict[str, bytes]:
+    """The files of a cached package after every check ``open_cached`` names."""
     import json
 
-    from ..package import MANIFEST, Model, read_package_files
+    from ..package import MANIFEST, read_package_files
 
     sha = str(rec["sha256"])
     cache.verified_bytes(sha)
@@ -303,4 +333,4 @@ def open_cached(cache: Cache, rec: dict[str, Any]) -> Model:
     if digest != rec.get("digest"):
         raise BadPackage(f"{where}: the manifest is not the one that was signed; run 'kiln install' again")
     keys.check_signature(str(rec.get("publisher")), str(rec.get("key")), str(digest), str(rec.get("signature")), where)
-    return Model(files, f"{rec.get('name')}@{rec.get('version')}")
+    return files
