@@ -161,6 +161,19 @@ def test_publishing_is_immutable_owned_and_signed(published: Published, tmp_path
     assert again.returncode == 1 and "already published and versions never change" in again.stderr
     bad = hub.kiln("publish", "latest", "alice/digits", "1.2", "--hub", hub.url, cwd=published.repo, check=False)
     assert bad.returncode == 1 and "MAJOR.MINOR.PATCH" in bad.stderr
+    # A build that fails kiln.toml's [expect] is refused, unless forced; the package says it was.
+    spec = published.repo / "kiln.toml"
+    spec.write_text("[train]\nepochs = 8\nfolds = 3\n[expect]\naccuracy = 0.9999\n")
+    try:
+        args = ("publish", "latest", "alice/strict", "1.0.0", "--hub", hub.url)
+        refused = hub.kiln(*args, cwd=published.repo, check=False)
+        assert refused.returncode == 1 and "fails its expectations (accuracy)" in refused.stderr
+        hub.kiln(*args, "--force", cwd=published.repo)
+    finally:
+        spec.unlink()
+    with Registry(hub.url) as reg:
+        forced = reg.version("alice", "strict", "1.0.0")["expect"]
+    assert forced["forced"] is True and forced["passed"] is False
     # bob (not an admin) may not publish under alice/, and must publish signed with his own key.
     bob_token = hub.user("bob")
     env = {**hub.env, "KILN_CONFIG_HOME": str(tmp_path / "bob"), "KILN_TOKEN": bob_token}
@@ -180,7 +193,8 @@ def test_publishing_is_immutable_owned_and_signed(published: Published, tmp_path
             reg.publish("bob", "digits", "0.2.0", data, "AAAA", key)
         assert [v["version"] for v in reg.info("bob", "digits")["versions"]] == ["0.1.0"]
     listed = json.loads(hub.kiln("packages", "--hub", hub.url, "--json", cwd=tmp_path).stdout)
-    assert {p["full_name"]: p["latest"] for p in listed} == {"alice/digits": "1.3.0", "bob/digits": "0.1.0"}
+    latest = {p["full_name"]: p["latest"] for p in listed}
+    assert latest["alice/digits"] == "1.3.0" and latest["bob/digits"] == "0.1.0"
     info = hub.kiln("package", "info", "alice/digits@~1.2", "--hub", hub.url, cwd=tmp_path).stdout
     assert "* 1.2.0" in info and "classes (10)" in info and "lineage: repository" in info
 

@@ -52,6 +52,10 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "builds": ("build", "list builds: id, commit, spec, metrics, time"),
     "report": ("build", "a build's metrics, per-class table, confusion matrix and weakest slices"),
     "compare": ("build", "behaviour diff of two builds: accuracy deltas, examples newly wrong and newly right"),
+    "test": (
+        "build",
+        "check a build against the [expect] section of kiln.toml (accuracy, slices, latency, robustness)",
+    ),
     "predict": ("build", "classify image files with a build or package (onnxruntime; no torch)"),
     "package": ("build", "write a build's package as one archive file; 'package info NAME' describes a published one"),
     "keygen": ("registry", "make your ed25519 signing key (kiln publish signs every package with it)"),

@@ -114,6 +114,15 @@ def cmd_build(a: argparse.Namespace) -> None:
     warm = f" (warm from {s['warm_from'][:12]}; --cold to train from scratch)" if s["warm_from"] else ""
     print(f"{how} {s['id'][:12]} of commit {short(s['commit'])}: valid {_acc(v)}, test {_acc(t)}{warm}")
     print(f"package: {s['package']}")
+    if res.expect is not None:
+        print_expectations(res.expect)
+
+
+def print_expectations(e: dict[str, Any]) -> None:
+    """The [expect] results as a table: each check with its measured value, limit and verdict."""
+    print(f"\nexpectations on {e['split']} (n={e['n']}): {'PASS' if e['passed'] else 'FAIL'}")
+    for c in e["checks"]:
+        print(f"  {'ok  ' if c['passed'] else 'FAIL'}  {c['name']:<44} {c['measured']:>10.4f} {c['op']} {c['limit']:g}")
 
 
 def _acc(m: dict[str, Any]) -> str:
@@ -235,6 +244,11 @@ def cmd_report(a: argparse.Namespace) -> None:
     print("\nweakest slices (out-of-sample accuracy, 95% interval):")
     for s in rep["slices"][:8]:
         print(f"  {s['slice']:<28} n={s['n']:<6} {s['accuracy']:.3f}  [{s['low']:.3f}, {s['high']:.3f}]")
+    if rep["backbone"]:
+        bb = rep["backbone"]
+        print(f"\nbuilt on {bb['name']} {bb['version']} (sha256 {bb['sha256'][:12]})")
+    if rep["expect"]:
+        print_expectations(rep["expect"])
     print(f"\npackage: {rep['package']}")
 
 
@@ -288,6 +302,31 @@ def cmd_compare(a: argparse.Namespace) -> None:
     for kind in ("newly_wrong", "newly_right"):
         for x in c[kind]:
             print(f"  {kind.split('_')[1]:<5} {x['id'][:12]}  label {x['label']!r}: {x['a']!r} -> {x['b']!r}")
+
+
+def _test_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("build", nargs="?", help="build id or prefix (default: the build 'kiln builds' marks with *)")
+    p.add_argument("--spec", help="build spec whose [expect] section to check (default: kiln.toml)")
+    p.add_argument("--json", action="store_true", help="print the results as JSON")
+
+
+@command("test", "kiln test 3f2a", _test_args)
+def cmd_test(a: argparse.Namespace) -> int:
+    from ..compile.expect import check
+    from ..compile.records import find_build
+
+    r = repo(a)
+    b = find_build(r, a.build)
+    expect = _base_spec(a).expect
+    if not expect.checks():
+        raise InputError("kiln.toml has no [expect] section to check; docs/build.md lists its keys")
+    result = check(r, b, expect)
+    if a.json:
+        out_json(result)
+    else:
+        print(f"build {b.id[:12]}", end="")
+        print_expectations(result)
+    return 0 if result["passed"] else 1
 
 
 def _predict_args(p: argparse.ArgumentParser) -> None:

@@ -65,13 +65,17 @@ def _publish_args(p: argparse.ArgumentParser) -> None:
 
 @command("publish", "kiln publish 3f2a alice/digits-cnn 1.2.0", _publish_args)
 def cmd_publish(a: argparse.Namespace) -> None:
+    from ..compile.builder import default_spec
+    from ..compile.expect import ensure
     from ..compile.records import find_build
     from ..registry import default_hub, publish
 
-    b = find_build(repo(a), a.build)
+    r = repo(a)
+    b = find_build(r, a.build)
     hub = default_hub(a.hub, Path(a.C))
+    expect = ensure(r, b, default_spec(r).expect)  # the [expect] of kiln.toml, measured if not yet
     t0 = time.perf_counter()
-    result = publish(b.package, a.name, a.version, hub, expect=b.record.get("expect"), force=a.force)
+    result = publish(b.package, a.name, a.version, hub, expect=expect, force=a.force)
     if a.json:
         out_json(result)
         return

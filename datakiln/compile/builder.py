@@ -51,6 +51,7 @@ BUILD_FORMAT = 2  # 2: folds by example id, per-step schedule, resolved "auto" k
 class BuildResult:
     build: BuildRecord
     cached: bool
+    expect: dict[str, Any] | None = None  # [expect] results: {"passed", "checks": [...]} (compile.expect)
 
     def summary(self) -> dict[str, Any]:
         """The shape of ``kiln build --json``."""
@@ -65,6 +66,7 @@ class BuildResult:
                 s: {"accuracy": r["metrics"][s]["accuracy"], "n": r["metrics"][s]["n"]} for s in ("valid", "test")
             },
             "seconds": r["seconds"]["total"],
+            "expect": self.expect,
         }
 
 
@@ -143,7 +145,7 @@ def build(
         if world > 1:
             found = _rank0_build(cold_final, found)
         if found is not None:
-            return BuildResult(found, cached=True)
+            return _expectations(repo, BuildResult(found, cached=True), spec)
     ex = gather(repo.table_at(cid), use_model_labels=spec.train.use_model_labels)
     check_buildable(ex)
     fits = spec.train.folds + 1 if spec.train.folds >= 2 else 1
@@ -166,7 +168,16 @@ def build(
     if world > 1:
         rec = _rank0_build(final, rec)
     assert rec is not None
-    return BuildResult(rec, cached=False)
+    return _expectations(repo, BuildResult(rec, cached=False), spec)
+
+
+def _expectations(repo: Repo, res: BuildResult, spec: Spec) -> BuildResult:
+    """The build with its [expect] results (measured once per set of expectations, then kept)."""
+    if spec.expect.checks() and distributed.is_main():
+        from .expect import ensure
+
+        res.expect = ensure(repo, res.build, spec.expect)
+    return res
 
 
 def _rank0_build(d: Path, found: BuildRecord | None) -> BuildRecord | None:

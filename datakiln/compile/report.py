@@ -6,6 +6,7 @@ from typing import Any
 
 import numpy as np
 
+from .expect import last_results
 from .records import BuildRecord
 
 
@@ -32,6 +33,8 @@ def report(b: BuildRecord, builds: list[BuildRecord] | None = None) -> dict[str,
         "environment": r["environment"],
         "seconds": r["seconds"],
         "package": str(b.package),
+        "backbone": r["lineage"].get("backbone"),
+        "expect": last_results(b),
     }
 
 

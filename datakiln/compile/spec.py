@@ -129,11 +129,58 @@ class TrainSpec:
 
 
 @dataclass(frozen=True)
+class ExpectSpec:
+    """What a build must satisfy (``kiln build`` checks, ``kiln test`` re-checks, ``kiln publish``
+    refuses a failure). A key left out is not checked. Accuracies are fractions (0.95), on the
+    test split (valid when there is no test split)."""
+
+    accuracy: float | None = None  # minimum accuracy overall
+    class_accuracy: float | None = None  # minimum accuracy (recall) of every class
+    slice_accuracy: float | None = None  # minimum out-of-sample accuracy of every metadata slice
+    slice_min_n: int = 20  # slices with fewer examples are too noisy to judge
+    p99_ms: float | None = None  # maximum p99 milliseconds of one image through onnxruntime
+    noise_drop: float | None = None  # maximum accuracy drop under Gaussian pixel noise
+    shift_drop: float | None = None  # ... under a random translation
+    brightness_drop: float | None = None  # ... under a random brightness scale
+    fgsm_drop: float | None = None  # ... under a gradient-sign (FGSM) attack
+    noise_sigma: float = 0.1  # std of the noise, in units of the [0, 1] pixel range
+    shift_pixels: int = 1  # largest translation
+    brightness: float = 0.3  # scale drawn from [1 - b, 1 + b]
+    fgsm_epsilon: float = 0.03  # the attack's step, in units of the [0, 1] pixel range
+    seed: int = 0  # the perturbations' draws
+
+    def checks(self) -> bool:
+        """Whether any check is asked for."""
+        names = ("accuracy", "class_accuracy", "slice_accuracy", "p99_ms", "noise_drop", "shift_drop")
+        return any(getattr(self, n) is not None for n in (*names, "brightness_drop", "fgsm_drop"))
+
+
+# [expect] keys that may be left out (None: not checked), and the range each takes.
+EXPECT_LIMITS: dict[str, tuple[float, float]] = {
+    "accuracy": (0, 1),
+    "class_accuracy": (0, 1),
+    "slice_accuracy": (0, 1),
+    "slice_min_n": (1, 1_000_000),
+    "p99_ms": (0.001, 600_000),
+    "noise_drop": (0, 1),
+    "shift_drop": (0, 1),
+    "brightness_drop": (0, 1),
+    "fgsm_drop": (0, 1),
+    "noise_sigma": (0, 1),
+    "shift_pixels": (1, 64),
+    "brightness": (0, 0.95),
+    "fgsm_epsilon": (0, 1),
+    "seed": (0, 2**32 - 1),
+}
+
+
+@dataclass(frozen=True)
 class Spec:
     model: ModelSpec = field(default_factory=ModelSpec)
     input: InputSpec = field(default_factory=InputSpec)
     augment: AugmentSpec = field(default_factory=AugmentSpec)
     train: TrainSpec = field(default_factory=TrainSpec)
+    expect: ExpectSpec = field(default_factory=ExpectSpec)
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -146,6 +193,7 @@ class Spec:
         d = self.to_dict()
         for section, name in NOT_IN_ID:
             del d[section][name]
+        del d["expect"]  # expectations judge the weights; they never change them
         return d
 
     def with_overrides(self, **dotted: Any) -> Spec:
@@ -174,7 +222,13 @@ SHORT_KEYS = {
     "device": "train.device",
 }
 
-SECTIONS: dict[str, type[Any]] = {"model": ModelSpec, "input": InputSpec, "augment": AugmentSpec, "train": TrainSpec}
+SECTIONS: dict[str, type[Any]] = {
+    "model": ModelSpec,
+    "input": InputSpec,
+    "augment": AugmentSpec,
+    "train": TrainSpec,
+    "expect": ExpectSpec,
+}
 
 
 def all_keys() -> list[str]:
@@ -212,6 +266,8 @@ def _check_value(section: str, name: str, value: Any, where: str) -> Any:
         if value not in STEMS or isinstance(value, bool):
             raise BadSpec(f'{where} must be 1 (no stem), 2, 4, 8 or "auto", not {value!r}')
         return value
+    if section == "expect":
+        return _check_expect(name, value, where)
     if (section, name) == ("model", "backbone"):
         if not isinstance(value, str):
             raise BadSpec(f'{where} must be a package reference like "alice/digits-cnn@^1.2", not {value!r}')
@@ -271,6 +327,18 @@ def _check_value(section: str, name: str, value: Any, where: str) -> Any:
     if name == "folds" and value == 1:
         raise BadSpec(f"{where} = 1 cannot hold anything out; use 0 (no cross-fitting) or 2 or more")
     return value
+
+
+def _check_expect(name: str, value: Any, where: str) -> Any:
+    integer = name in ("slice_min_n", "shift_pixels", "seed")
+    if value is None and getattr(ExpectSpec(), name) is None:
+        return None  # a spec read back from a build: an unset check
+    ok = isinstance(value, int | float) and not isinstance(value, bool) and (not integer or isinstance(value, int))
+    lo, hi = EXPECT_LIMITS[name]
+    if not ok or not lo <= value <= hi:
+        kind = "an integer" if integer else "a number"
+        raise BadSpec(f"{where} must be {kind} from {lo:g} to {hi:g}, not {value!r}")
+    return value if integer else float(value)
 
 
 def parse_dict(d: dict[str, Any], source: str) -> Spec:
