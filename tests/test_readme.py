@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import re
 import shutil
 import subprocess
@@ -154,13 +156,15 @@ def test_readme_share_block_runs_as_written(digits: Any, tmp_path: Path) -> None
     r.label(r.table().ids[5], "8")
     r.commit("relabel a digit")
     r.checkout("main")
+    datakiln.build(r, epochs=2, folds=0, progress=False)  # what `kiln demo` built, quicker
     env = {**ENV, "HOME": str(home), "PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}"}
     env.pop("KILN_CONFIG_HOME", None)
     env.pop("KILN_TOKEN", None)
     # Files, not pipes: the hub the block leaves in the background would hold a pipe open.
     with open(tmp_path / "out.txt", "w") as fo, open(tmp_path / "err.txt", "w") as fe:
         proc = subprocess.Popen(
-            ["bash", "-ec", readme_command("share-commands")], cwd=home, env=env, stdout=fo, stderr=fe,
+            ["bash", "-ec", readme_command("share-commands") + "\n" + readme_command("registry-commands")],
+            cwd=home, env=env, stdout=fo, stderr=fe,
             start_new_session=True,
         )  # fmt: skip
         try:
@@ -173,6 +177,11 @@ def test_readme_share_block_runs_as_written(digits: Any, tmp_path: Path) -> None
     hosted = datakiln.Repo(home / "kiln-hub" / "repos" / "alice" / "digits")
     assert hosted.table("main").label_of(r.table("relabel").ids[5])[0] == "8"
     assert (home / ".config" / "kiln" / "credentials.json").stat().st_mode & 0o077 == 0
+    # The registry block: published, installed and pinned, described, served; the seven is a seven.
+    assert "published alice/digits-cnn 1.0.0" in out and "pinned in" in out and "lineage:" in out
+    answer = json.loads(out.strip().splitlines()[-1])
+    assert answer["model"] == "alice/digits-cnn" and answer["predictions"][0]["label"] == "7"
+    assert (home / "kiln.lock").is_file()
 
 
 def _stop_group(pgid: int) -> None:

@@ -7,11 +7,13 @@ import json
 import shutil
 import subprocess
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pytest
+from PIL import Image
 
 import datakiln
 from datakiln.errors import BadPackage, SignatureError
@@ -19,6 +21,8 @@ from datakiln.registry import Cache, read_lock
 from datakiln.registry.client import Registry
 from datakiln.registry.publish import prepare
 from tests.conftest import ENV, HubServer, kiln
+from tests.test_hub_pages import shot
+from tests.test_ui import ARGS, CHROMIUM
 
 pytestmark = pytest.mark.slow
 
@@ -253,3 +257,42 @@ def test_a_meld_build_on_a_published_backbone_beats_scratch_and_pins_it(
     (high.root / "kiln.toml").write_text('[model]\nbackbone = "alice/digits04@^1"\n[input]\nsize = [16, 16]\n')
     with pytest.raises(datakiln.BadSpec, match=r"the backbone alice/digits04 1.0.0 takes \[8, 8\]"):
         datakiln.build(high, epochs=2, progress=False)
+
+
+@pytest.fixture
+def browser() -> Iterator[Any]:
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as p:
+        b = p.chromium.launch(executable_path=CHROMIUM, headless=True, args=ARGS)
+        yield b
+        b.close()
+
+
+@pytest.mark.skipif(not Path(CHROMIUM).exists(), reason="needs Debian's chromium (apt-get install -y chromium)")
+def test_the_package_page_shows_the_card_and_tries_an_image(published: Published, browser: Any, tmp_path: Path) -> None:
+    image = tmp_path / "seven.png"
+    model = datakiln.load(str(published.repo / ".kiln/builds" / _build_id(published)))
+    Image.fromarray(np.random.default_rng(7).integers(0, 255, (8, 8)).astype(np.uint8), "L").save(image)
+    expected = model.predict([str(image)]).labels[0]
+    page = browser.new_page()
+    page.goto(f"{published.hub.url}/packages")
+    page.click("text=alice/digits")
+    assert page.locator("h1").inner_text().startswith("alice/digits 1.3.0")
+    text = page.locator("main").inner_text()
+    for part in ("Model card", "Classes (10)", "Per class (test)", "Slices (out-of-sample)", "Lineage", "Versions"):
+        assert part in text
+    assert f"commit {model.manifest['lineage']['commit']}" in text and "kiln install alice/digits@1.3.0" in text
+    page.click("text=1.2.0")
+    assert page.locator("h1").inner_text().startswith("alice/digits 1.2.0")
+    page.set_input_files("input[name=image]", str(image))
+    page.click("text=Predict")
+    assert page.locator("#prediction .label").inner_text() == expected
+    assert page.locator("h1").inner_text().startswith("alice/digits 1.2.0")
+    shot(page, "package-try-it")
+    page.close()
+
+
+def _build_id(p: Published) -> str:
+    (build,) = [d.name for d in (p.repo / ".kiln/builds").iterdir() if (d / "package").is_dir()]
+    return build

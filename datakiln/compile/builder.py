@@ -340,7 +340,8 @@ def _compile(
         "input": contract,
         "classes": ex.classes,
         "outputs": {"probs": ["N", len(ex.classes)], "embedding": ["N", dim]},
-        "metrics": {s: m[s] for s in ("valid", "test")},
+        # The model card (kiln package info, the hub's package page) reads per class and slice from here.
+        "metrics": {**{s: m[s] for s in ("valid", "test")}, "per_class": m["per_class"], "slices": m["slices"][:100]},
         "lineage": lineage,
     }
     if backbone is not None:  # what `kiln install` installs and pins with this package

@@ -127,10 +127,11 @@ def create_app(hub: Hub) -> HubApp:
         return json_response({"error": str(e.detail), "kind": "HTTPError"}, e.status_code)
 
     add_api_routes(app, hub)
-    from . import hf, pages, registry
+    from . import hf, package_pages, pages, registry
 
     hf.add_routes(app, hub)
     registry.add_routes(app, hub)
+    package_pages.add_routes(app, hub)
     pages.add_routes(app, hub)  # last: its /OWNER/NAME routes would shadow the others
     return HubApp(hub, app)
 

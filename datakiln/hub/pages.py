@@ -56,7 +56,8 @@ def page(title: str, body: str, who: Token | None, status: int = 200) -> Respons
         f'<!doctype html><html lang="en"><head><meta charset="utf-8"><title>{e(title)} · kiln hub</title>'
         '<meta name="viewport" content="width=device-width, initial-scale=1">'
         '<link rel="stylesheet" href="/static/hub.css"></head><body>'
-        f'<header><a href="/" class="brand">kiln hub</a><span class="user">{user}</span></header>'
+        f'<header><span><a href="/" class="brand">kiln hub</a> <a href="/" class="nav">repositories</a> '
+        f'<a href="/packages" class="nav">packages</a></span><span class="user">{user}</span></header>'
         f"<main>{body}</main></body></html>"
     )
     return Response(doc, status_code=status, media_type="text/html; charset=utf-8", headers=HEADERS)
