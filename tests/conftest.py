@@ -167,6 +167,28 @@ class UIServer:
         stop_process(self.proc, sig)
 
 
+CHROMIUM = "/usr/bin/chromium"  # Debian's; never `playwright install`
+ARGS = [
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--no-first-run",
+]
+
+
+@pytest.fixture
+def browser() -> Any:
+    """Headless Chromium for one test (test_ui.py keeps one per module)."""
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as p:
+        b = p.chromium.launch(executable_path=CHROMIUM, headless=True, args=ARGS)
+        yield b
+        b.close()
+
+
 @pytest.fixture
 def ui_server(built: datakiln.Repo) -> Any:
     server = UIServer(built.root)

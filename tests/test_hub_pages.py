@@ -6,15 +6,14 @@ Screenshots land in ``test-artifacts/hub/`` (or ``$KILN_ARTIFACTS/hub``).
 from __future__ import annotations
 
 import os
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 
 import datakiln
+from tests.conftest import CHROMIUM
 from tests.test_hub import _clone, _hub_repo, _publish
-from tests.test_ui import ARGS, CHROMIUM
 
 ARTIFACTS = Path(os.environ.get("KILN_ARTIFACTS", Path(__file__).resolve().parent.parent / "test-artifacts")) / "hub"
 
@@ -22,16 +21,6 @@ pytestmark = pytest.mark.skipif(
     not Path(CHROMIUM).exists() and not os.environ.get("CI"),
     reason="needs Debian's chromium (apt-get install -y chromium); the README's test command installs it",
 )
-
-
-@pytest.fixture
-def browser() -> Iterator[Any]:
-    from playwright.sync_api import sync_playwright
-
-    with sync_playwright() as p:
-        b = p.chromium.launch(executable_path=CHROMIUM, headless=True, args=ARGS)
-        yield b
-        b.close()
 
 
 def shot(page: Any, name: str) -> None:

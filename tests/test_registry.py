@@ -7,7 +7,6 @@ import json
 import shutil
 import subprocess
 import sys
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -20,9 +19,8 @@ from datakiln.errors import BadPackage, SignatureError
 from datakiln.registry import Cache, read_lock
 from datakiln.registry.client import Registry
 from datakiln.registry.publish import prepare
-from tests.conftest import ENV, HubServer, kiln
+from tests.conftest import CHROMIUM, ENV, HubServer, kiln
 from tests.test_hub_pages import shot
-from tests.test_ui import ARGS, CHROMIUM
 
 pytestmark = pytest.mark.slow
 
@@ -257,16 +255,6 @@ def test_a_meld_build_on_a_published_backbone_beats_scratch_and_pins_it(
     (high.root / "kiln.toml").write_text('[model]\nbackbone = "alice/digits04@^1"\n[input]\nsize = [16, 16]\n')
     with pytest.raises(datakiln.BadSpec, match=r"the backbone alice/digits04 1.0.0 takes \[8, 8\]"):
         datakiln.build(high, epochs=2, progress=False)
-
-
-@pytest.fixture
-def browser() -> Iterator[Any]:
-    from playwright.sync_api import sync_playwright
-
-    with sync_playwright() as p:
-        b = p.chromium.launch(executable_path=CHROMIUM, headless=True, args=ARGS)
-        yield b
-        b.close()
 
 
 @pytest.mark.skipif(not Path(CHROMIUM).exists(), reason="needs Debian's chromium (apt-get install -y chromium)")

@@ -13,19 +13,10 @@ from typing import Any
 
 import pytest
 
-from .conftest import UIServer, kiln_json
+from .conftest import ARGS, CHROMIUM, UIServer, kiln_json
 
 pytestmark = pytest.mark.slow  # a browser, a fresh install: not the inner loop
 
-CHROMIUM = "/usr/bin/chromium"
-ARGS = [
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-    "--no-first-run",
-]
 ARTIFACTS = Path(os.environ.get("KILN_ARTIFACTS", Path(__file__).resolve().parent.parent / "test-artifacts")) / "ui"
 
 pytestmark = pytest.mark.skipif(
