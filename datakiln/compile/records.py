@@ -162,15 +162,17 @@ def load_model(
     cache, then the hub; ``trust``: trust its publisher's key on first use): verified and ready to
     ``predict``. A path that exists wins."""
     from ..package import load
-    from ..registry import looks_like_ref
-    from ..repo import Repo
+    from ..registry.ref import looks_like_ref
 
     if Path(path_or_build).exists():
         return load(path_or_build)
-    if looks_like_ref(str(path_or_build)):
-        from ..registry import load as load_published
+    if looks_like_ref(str(path_or_build)):  # before importing Repo: a published package needs none
+        from ..registry.install import load as load_published
 
-        start = repo.root if isinstance(repo, Repo) else Path(repo)
+        root = getattr(repo, "root", None)  # a Repo, or a path to one
+        start = Path(root) if root is not None else Path(str(repo))
         return load_published(str(path_or_build), project=start, trust=trust)
+    from ..repo import Repo
+
     r = repo if isinstance(repo, Repo) else Repo(repo)
     return load(find_build(r, str(path_or_build)).package)

@@ -4,7 +4,9 @@
 every file against the manifest, an ed25519 signature by a trusted key) into a per-user
 content-addressed cache and pins it in ``kiln.lock``; ``load`` gives a verified ``Model`` from
 the lock, the cache or the hub; ``publish`` names, signs and sends a build's package. The hub's
-side is ``datakiln.hub.registry``. Imports the store and ``package``; no torch.
+side is ``datakiln.hub.registry``. Imports the store and ``package``; no torch. The HTTP client
+and the package writer load when first used: ``datakiln.load("alice/x@^1")`` from the cache pays
+for neither.
 """
 
 from .cache import Cache, cache_home

@@ -22,13 +22,13 @@ from ..errors import BadPackage, InputError, PackageNotFound, SignatureError
 from ..store.credentials import known_hubs, origin
 from . import keys
 from .cache import Cache
-from .client import Registry
 from .lockfile import LOCK_FILE, Locked, find_lock, read_lock, update_lock
 from .ref import PackageRef, parse_ref
 from .semver import Range, Version
 
 if TYPE_CHECKING:
     from ..package import Model
+    from .client import Registry
 
 
 @dataclass
@@ -100,6 +100,8 @@ def install(
     lock_path = find_lock(project) or project / LOCK_FILE
     if not refs:
         return install_locked(lock_path, cache=cache, hub=hub, trust=trust)
+    from .client import Registry
+
     done: list[Installed] = []
     for text in refs:
         ref = parse_ref(text)
@@ -121,6 +123,8 @@ def install_locked(
     entries = read_lock(lock_path)
     if not entries:
         raise InputError(f"{lock_path}: nothing is locked; install a package first: 'kiln install OWNER/NAME@RANGE'")
+    from .client import Registry
+
     out = []
     for e in entries:
         path = _cached(cache, e.sha256, e.name)

@@ -12,9 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import StateError
-from ..package import archive_bytes, parse_manifest, read_package_files, rewrite_manifest
 from . import keys
-from .client import Registry
 from .ref import check_segment
 from .semver import Version
 
@@ -32,6 +30,8 @@ def prepare(
 
     ``expect`` is the build's expectation results (``{"passed": bool, "checks": [...]}``): a
     failed one is refused unless ``force``, and a forced publish says so in the manifest."""
+    from ..package import MANIFEST, archive_bytes, parse_manifest, read_package_files, rewrite_manifest
+
     owner, _, name = full_name.partition("/")
     check_segment(owner, "owner")
     check_segment(name, "package name")
@@ -48,8 +48,6 @@ def prepare(
     if expect is not None:
         changes["expect"] = {**expect, "forced": bool(force and not expect.get("passed", True))}
     files = rewrite_manifest(files, changes, str(package_dir))
-    from ..package import MANIFEST
-
     return archive_bytes(files), parse_manifest(files[MANIFEST], str(package_dir))
 
 
@@ -63,6 +61,8 @@ def publish(
     force: bool = False,
 ) -> dict[str, Any]:
     """Publish the package at ``package_dir`` to ``hub``; the result names its sha256."""
+    from .client import Registry
+
     me = keys.public_key()  # before anything is sent: no key, no publish
     with Registry(hub) as reg:
         user = str(reg.remote.api("GET", "user")["user"])

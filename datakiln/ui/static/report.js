@@ -16,8 +16,19 @@ export async function reportPage(id) {
         h("h2", {}, `per class (${r.per_class.split})`), perClassTable(r.per_class.classes)),
       h("div", {}, h("h2", {}, `confusion matrix (${r.confusion.split}; rows: label, columns: predicted; click a cell)`),
         confusionTable(r), h("h2", {}, "slices"), slicesTable(r.slices))),
+    ...(r.backbone ? [h("p", {}, `built on ${r.backbone.name} ${r.backbone.version} (sha256 ${short(r.backbone.sha256)})`)] : []),
+    ...(r.expect ? [h("h2", {}, `expectations: ${r.expect.passed ? "pass" : "FAIL"} (${r.expect.split}, n=${r.expect.n})`),
+      expectTable(r.expect.checks)] : []),
     h("h2", {}, "embeddings map"), h("div", { id: "map-box" }, h("p", { class: "muted" }, "Loading the map…")));
   embeddingMap(r.id);
+}
+
+// The [expect] checks of kiln.toml: each measured value beside its limit (kiln test re-measures).
+function expectTable(checks) {
+  return h("table", { id: "expect" }, h("tr", {}, ["check", "measured", "limit", ""].map((x) => h("th", {}, x))),
+    checks.map((c) => h("tr", { class: c.passed ? "" : "bad" }, h("td", {}, c.name),
+      h("td", { class: "num" }, Number(c.measured).toFixed(4)), h("td", { class: "num" }, `${c.op} ${c.limit}`),
+      h("td", {}, c.passed ? "ok" : "FAIL"))));
 }
 
 function trainingSummary(r) {
