@@ -190,6 +190,9 @@ def test_publishing_is_immutable_owned_and_signed(published: Published, tmp_path
         key = next(iter(reg.keys("bob")))
         with pytest.raises(BadPackage, match="says it is"):
             reg.publish("bob", "digits", "0.2.0", archive.read_bytes(), "AAAA", key)
+        alice_key = next(iter(reg.keys("alice").values()))
+        with pytest.raises(SignatureError, match="no proof that bob holds key"):
+            reg.add_key(alice_key, "AAAA")  # alice's public key is public; claiming it takes her private key
         data, _ = prepare(archive, "bob/digits", "0.2.0", "bob")
         with pytest.raises(SignatureError, match="does not verify"):
             reg.publish("bob", "digits", "0.2.0", data, "AAAA", key)

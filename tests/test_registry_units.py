@@ -60,6 +60,7 @@ def test_ranges_pick_the_newest_allowed_version(text: str, best: str | None) -> 
 def test_pre_releases_only_match_ranges_that_name_them() -> None:
     assert not Range("^1.2").allows(V("1.3.0-beta.1"))
     assert not Range(">=1").allows(V("2.0.0-rc.1"))
+    assert not Range(">1.2").allows(V("1.3.0-beta.1")) and not Range(">1").allows(V("2.0.0-rc.1"))
     assert Range(">=2.0.0-rc.1").allows(V("2.0.0-rc.1"))
     assert V("1.0.0-alpha") < V("1.0.0-alpha.1") < V("1.0.0-beta") < V("1.0.0-beta.2") < V("1.0.0-beta.11")
     assert V("1.0.0-rc.1") < V("1.0.0") and V("1.0.0+build.5").key() == V("1.0.0").key()
@@ -113,9 +114,13 @@ def test_the_lock_round_trips_and_a_conflicting_dependency_is_named(tmp_path: Pa
     update_lock(lock, [a, base])
     assert read_lock(lock) == [a, base]
     update_lock(lock, [Locked("alice/base", "1.0.0", "b" * 64, "http://h:1", "alice", "k1", "^1")])
-    with pytest.raises(InputError, match="alice/base is locked at 1.0.0"):
+    with pytest.raises(InputError, match="alice/a 1.2.0 was built on alice/base 1.0.0"):
         update_lock(lock, [Locked("alice/base", "1.1.0", "c" * 64, "http://h:1", "alice", "k1")])
     assert {e.name: e.version for e in read_lock(lock)} == {"alice/a": "1.2.0", "alice/base": "1.0.0"}
+    bad = lock.read_text().replace('name = "alice/a"', 'name = "alice/../a"')
+    lock.write_text(bad)
+    with pytest.raises(InputError, match="package 1 is not a lock entry"):
+        read_lock(lock)
     lock.write_text("version = 7\n")
     with pytest.raises(InputError, match="lock version 7"):
         read_lock(lock)
@@ -143,6 +148,10 @@ def test_signatures_verify_only_the_signed_digest_with_a_trusted_key(tmp_path: P
         keys.check_signature("bob", bob["key_id"], digest, bob_sig, "pkg")
     keys.trust(bob["public"], "bob")
     keys.check_signature("bob", bob["key_id"], digest, bob_sig, "pkg")
+    with pytest.raises(SignatureError, match="refusing to trust it for mallory"):
+        keys.trust(bob["public"], "mallory")  # a trusted key is never re-bound to another publisher
+    with pytest.raises(SignatureError, match="trusted as bob's"):
+        keys.trust(bob["public"], None)  # nor promoted to "signs for anyone"
     with pytest.raises(SignatureError, match="do not trust"):
         keys.check_signature("mallory", bob["key_id"], digest, bob_sig, "pkg")
     with pytest.raises(SignatureError, match="does not verify"):

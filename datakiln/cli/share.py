@@ -208,20 +208,25 @@ def cmd_remote(a: argparse.Namespace) -> None:
 
 
 # ---- clone, fetch, pull, push ------------------------------------------------------------------
-def _bar(what: str) -> Any:
-    state: dict[str, Any] = {}
+class _Bar:
+    """A progress callback ``(done, total)`` that opens a bar on its first call and closes it at
+    the end: the transfer says how much there is only once it starts."""
 
-    def update(done: int, total: int) -> None:
-        if "bar" not in state:
-            state["bar"] = Progress(total, what)
-            state["bar"].__enter__()
-            state["done"] = 0
-        state["bar"].update(done - state["done"])
-        state["done"] = done
+    def __init__(self, what: str) -> None:
+        self.what, self.done = what, 0
+        self.bar: Progress | None = None
+
+    def __call__(self, done: int, total: int) -> None:
+        if self.bar is None:
+            self.bar = Progress(total, self.what)
+            self.bar.__enter__()
+            self.done = 0
+        bar = self.bar
+        bar.update(done - self.done)
+        self.done = done
         if done >= total:
-            state.pop("bar").__exit__(None, None, None)
-
-    return update
+            bar.__exit__(None, None, None)
+            self.bar = None
 
 
 def _clone_args(p: argparse.ArgumentParser) -> None:
@@ -237,7 +242,7 @@ def cmd_clone(a: argparse.Namespace) -> None:
     from ..repo import Repo
 
     target = Path(a.C) / (a.dir or a.url.rstrip("/").rsplit("/", 1)[-1])
-    r, fetched = Repo.clone(a.url, target, labels_only=a.labels_only, progress=_bar("receive"))
+    r, fetched = Repo.clone(a.url, target, labels_only=a.labels_only, progress=_Bar("receive"))
     write_default(r.root)
     if a.json:
         out_json({**fetched, "path": str(r.root), "branch": r.branch_name()})
@@ -272,7 +277,7 @@ def cmd_fetch(a: argparse.Namespace) -> None:
         got = r.store.ensure(table.blobs[i] for i in rows)
         print(f"fetched {got:,} image(s); {len(rows) - got:,} were here already")
         return
-    res = r.fetch(name, progress=_bar("receive"))
+    res = r.fetch(name, progress=_Bar("receive"))
     if a.json:
         out_json(res)
         return

@@ -347,10 +347,10 @@ class SQLiteMeta:
 
     # ---- the registry: signing keys and package versions --------------------------------
     def add_key(self, user: str, key_id: str, public: str) -> None:
-        rows = self._rows("SELECT user FROM keys WHERE id=?", key_id)
+        self._run("INSERT OR IGNORE INTO keys VALUES (?,?,?,?)", key_id, user, public, int(time.time()))
+        rows = self._rows("SELECT user FROM keys WHERE id=?", key_id)  # after the insert: a racing one is seen
         if rows and rows[0]["user"] != user:
             raise StateError(f"key {key_id} belongs to another user of this hub; make your own with 'kiln keygen'")
-        self._run("INSERT OR IGNORE INTO keys VALUES (?,?,?,?)", key_id, user, public, int(time.time()))
 
     def keys(self, user: str) -> dict[str, str]:
         return {

@@ -28,7 +28,8 @@ TRY_MAX = 4 << 20  # bytes of an image sent to "try it"
 MODELS_OPEN = 8  # packages kept loaded for "try it"
 
 _models: OrderedDict[str, Model] = OrderedDict()
-_models_lock = threading.Lock()
+_models_lock = threading.Lock()  # held while a package loads: N visitors never load N copies
+_slots = threading.BoundedSemaphore(2)  # "try it" predictions at once: the hub serves repositories first
 
 
 def _model(hub: Hub, sha: str) -> Model:
@@ -37,12 +38,22 @@ def _model(hub: Hub, sha: str) -> Model:
         if sha in _models:
             _models.move_to_end(sha)
             return _models[sha]
-    model = load(blob_path(hub, sha))
-    with _models_lock:
+        model = load(blob_path(hub, sha))
         _models[sha] = model
         while len(_models) > MODELS_OPEN:
             _models.popitem(last=False)
-    return model
+        return model
+
+
+def _try(hub: Hub, sha: str, data: bytes) -> tuple[Model, Any]:
+    """(the model, its probabilities for the image), a couple of visitors at a time."""
+    if not _slots.acquire(timeout=10):
+        raise InputError("the hub is busy trying other images; try again in a moment")
+    try:
+        model = _model(hub, sha)
+        return model, model.predict([data]).probs[0]
+    finally:
+        _slots.release()
 
 
 def _pct(x: Any) -> str:
@@ -225,9 +236,8 @@ def add_routes(app: FastAPI, hub: Hub) -> None:
             same_origin(request)
             filename, data = await _uploaded(request)
             row = one_version(hub, owner, name, version)
-            model = await run_in_threadpool(_model, hub, row["sha256"])
             try:
-                probs = (await run_in_threadpool(model.predict, [data])).probs[0]
+                model, probs = await run_in_threadpool(_try, hub, row["sha256"], data)
                 tried = prediction_html(model, filename, probs)
             except BadImage as err:
                 tried = f'<p class="bad" id="prediction">{e(err)}</p>'

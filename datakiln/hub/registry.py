@@ -181,8 +181,12 @@ def add_routes(app: FastAPI, hub: Hub) -> None:
         user = may_publish(hub, request, owner)
         check_segment(owner, "owner")
         check_segment(name, "package name")
-        if str(Version.parse(version)) != version:
-            raise InputError(f"version {version!r} is not in canonical form; publish it as {Version.parse(version)}")
+        parsed = Version.parse(version)
+        if str(parsed) != version or parsed.build:
+            raise InputError(
+                f"version {version!r} is not a canonical version without build metadata; publish it as "
+                f"{parsed.major}.{parsed.minor}.{parsed.patch}{'-' + '.'.join(parsed.pre) if parsed.pre else ''}"
+            )
         if hub.meta.version(owner, name, version) is not None:  # before reading a gigabyte we will refuse
             raise StateError(
                 f"{owner}/{name} {version} is already published and versions never change; publish a new version"
@@ -213,7 +217,14 @@ def add_routes(app: FastAPI, hub: Hub) -> None:
             raise AuthRequired("registering a signing key needs a write token; run 'kiln login URL'")
         body = await read_json(request, 1 << 16)
         public = body.get("public") if isinstance(body, dict) else None
+        proof = body.get("proof") if isinstance(body, dict) else None
         kid = keys.key_id(str(public))
+        # Only the holder of the private key may register it: otherwise anyone could claim
+        # alice's public key (everyone can read it) and lock her out of registering it.
+        if not keys.verify_registration(str(public), token.user, str(proof)):
+            raise SignatureError(
+                f"no proof that {token.user} holds key {kid}: send the key's signature of the user name ('kiln publish' does)"
+            )
         hub.meta.add_key(token.user, kid, str(public))
         return json_response({"user": token.user, "key": kid, "public": public}, 201)
 

@@ -60,6 +60,8 @@ class Cache:
             return []
         out = []
         for path in sorted(self.dir.glob("*.json")):
+            if not _SHA.match(path.stem):
+                continue  # not an entry (a file someone put there)
             rec = self.record(path.stem)
             if rec is not None:
                 out.append(rec)

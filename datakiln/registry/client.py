@@ -38,7 +38,7 @@ class Registry:
 
     @staticmethod
     def _path(owner: str, name: str, *rest: str) -> str:
-        return "/".join(["packages", quote(owner), quote(name), *map(quote, rest)])
+        return "/".join(["packages", *(quote(part, safe="") for part in (owner, name, *rest))])
 
     def packages(self) -> list[dict[str, Any]]:
         return list(self.remote.api("GET", "packages")["packages"])
@@ -50,7 +50,7 @@ class Registry:
     def version(self, owner: str, name: str, version: str) -> dict[str, Any]:
         return dict(self.remote.api("GET", self._path(owner, name, version)))
 
-    def download(self, owner: str, name: str, version: str, sha: str, out: Path) -> None:
+    def download(self, owner: str, name: str, version: str, sha: str, out: Path, size: int | None = None) -> None:
         """The archive of one version into ``out``, checked against ``sha`` as it arrives; a
         connection cut mid-way is retried from the start, a wrong hash is not retried."""
         path = "/api/v1/" + self._path(owner, name, version, "archive")
@@ -59,7 +59,14 @@ class Registry:
             try:
                 resp = self.remote.request("GET", path)
                 with open(out, "wb") as f:
+                    got = 0
                     while chunk := resp.read(CHUNK):
+                        got += len(chunk)
+                        if size is not None and got > size:  # a hub streaming without end fills no disk
+                            raise BadPackage(
+                                f"{self.hub}: the archive of {owner}/{name} {version} is over the {size:,} bytes the "
+                                "hub's record names; refusing it. Nothing was installed"
+                            )
                         h.update(chunk)
                         f.write(chunk)
                         self.remote.received += len(chunk)
@@ -91,12 +98,13 @@ class Registry:
         )
         return dict(json.loads(resp.read()))
 
-    def add_key(self, public: str) -> dict[str, Any]:
-        return dict(self.remote.api("POST", "user/keys", {"public": public}))
+    def add_key(self, public: str, proof: str) -> dict[str, Any]:
+        """Register ``public`` for the token's user; ``proof`` is the key's signature of that name."""
+        return dict(self.remote.api("POST", "user/keys", {"public": public, "proof": proof}))
 
     def keys(self, user: str) -> dict[str, str]:
         """key id -> public key of ``user`` on this hub."""
-        return dict(self.remote.api("GET", f"users/{quote(user)}/keys")["keys"])
+        return dict(self.remote.api("GET", f"users/{quote(user, safe='')}/keys")["keys"])
 
 
 def _not_transient(e: Exception) -> bool:

@@ -131,7 +131,7 @@ def install_locked(
         if path is not None:
             out.append(Installed(e, path, False))
             continue
-        owner, name = e.name.split("/", 1)
+        owner, _, name = e.name.partition("/")  # checked when the lock was read
         with Registry(origin(hub) if hub else e.hub) as reg:
             record = reg.version(owner, name, e.version)
             if record.get("sha256") != e.sha256:
@@ -168,7 +168,8 @@ def _install_one(
         tmp, f = cache.spool()
         f.close()
         try:
-            reg.download(owner, name, version, sha, tmp)
+            size = record.get("size")
+            reg.download(owner, name, version, sha, tmp, size if isinstance(size, int) else None)
             manifest = _check_archive(tmp, full, version, record)
             _check_trusted(reg, record, manifest, trust, f"{full} {version}")
             path = cache.publish(tmp, sha, _cache_record(reg.hub, full, version, record, manifest))
@@ -179,7 +180,8 @@ def _install_one(
     locked = _locked_from(rec, requested=requested, hub=str(rec.get("hub", reg.hub)))
     out = [Installed(locked, path, downloaded)]
     for dep in deps:
-        d_owner, d_name = str(dep["name"]).split("/", 1)
+        d_ref = parse_ref(f"{dep['name']}@{dep['version']}")  # checks both names: they become URL paths
+        d_owner, d_name = d_ref.owner, d_ref.name
         d_record = reg.version(d_owner, d_name, str(dep["version"]))
         if d_record.get("sha256") != dep.get("sha256"):
             raise BadPackage(
@@ -198,22 +200,31 @@ def _check_archive(path: Path, full: str, version: str, record: dict[str, Any]) 
     from ..package import MANIFEST, read_package_files
 
     manifest: dict[str, Any] = json.loads(read_package_files(path)[MANIFEST])
-    if (
-        manifest.get("name") != full
-        or manifest.get("version") != version
-        or manifest.get("digest") != record.get("digest")
-    ):
+    if manifest.get("name") != full or manifest.get("version") != version:
         raise BadPackage(
             f"the archive the hub sent for {full} {version} says it is {manifest.get('name')} {manifest.get('version')}; "
             "refusing a package that is not what was asked for"
+        )
+    if manifest.get("digest") != record.get("digest"):
+        raise BadPackage(
+            f"the archive the hub sent for {full} {version} has another manifest digest than the hub's record; "
+            "refusing it (the hub's data is inconsistent: tell its admin)"
         )
     return manifest
 
 
 def _check_trusted(reg: Registry, record: dict[str, Any], manifest: dict[str, Any], trust: bool, where: str) -> None:
+    """The signature must verify with a key trusted for the publisher the signed manifest names.
+    ``trust`` adds a key only for a publisher none of whose keys is trusted yet: a new key of a
+    publisher you already trust (a stolen token can register one) is refused, not adopted."""
     publisher, kid = str(record.get("publisher")), str(record.get("key"))
+    if manifest.get("publisher") != publisher:
+        raise SignatureError(
+            f"{where}: the hub says {publisher} published it, the signed manifest says {manifest.get('publisher')}; "
+            "refusing it"
+        )
     entry = keys.trusted().get(kid)
-    if trust and (entry is None or entry.get("publisher") not in (None, publisher)):
+    if trust and entry is None and not keys.trusts_publisher(publisher):
         public = reg.keys(publisher).get(kid)
         if public is None or keys.key_id(public) != kid:
             raise SignatureError(f"{where}: the hub does not list key {kid} for {publisher}; refusing it")
@@ -332,9 +343,11 @@ def verified_files(cache: Cache, rec: dict[str, Any]) -> dict[str, bytes]:
     cache.verified_bytes(sha)
     path = cache.archive(sha)
     files = read_package_files(path)
-    digest = json.loads(files[MANIFEST]).get("digest")
+    manifest = json.loads(files[MANIFEST])
+    digest = manifest.get("digest")
     where = f"{rec.get('name')} {rec.get('version')} ({path})"
-    if digest != rec.get("digest"):
-        raise BadPackage(f"{where}: the manifest is not the one that was signed; run 'kiln install' again")
+    said = (manifest.get("name"), manifest.get("version"), manifest.get("publisher"))
+    if digest != rec.get("digest") or said != (rec.get("name"), rec.get("version"), rec.get("publisher")):
+        raise BadPackage(f"{where}: the cache's record does not describe this package; run 'kiln install' again")
     keys.check_signature(str(rec.get("publisher")), str(rec.get("key")), str(digest), str(rec.get("signature")), where)
     return files

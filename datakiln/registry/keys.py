@@ -152,15 +152,51 @@ def trusted() -> dict[str, dict[str, Any]]:
 
 
 def trust(public: str, publisher: str | None, *, note: str = "") -> str:
-    """Trust ``public`` to sign for ``publisher`` (None: for anyone, i.e. your own key)."""
+    """Trust ``public`` to sign for ``publisher`` (None: for anyone, i.e. your own key). A key
+    already trusted is never re-bound: your own key stays yours, and a key trusted for alice is
+    not moved to whoever registered it next."""
     kid = key_id(public)
     path = _trust_path()
     path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
     with FileLock(path.with_name("trusted_keys.lock"), what="trusted keys file"):
         keys = trusted()
+        old = keys.get(kid)
+        if old is not None and old.get("public") == public and old.get("publisher") in (None, publisher):
+            return kid  # already trusted for this publisher (or for anyone)
+        if old is not None:
+            who = "your own key" if old.get("publisher") is None else f"{old.get('publisher')}'s"
+            raise SignatureError(
+                f"key {kid} is trusted as {who} in {path}; refusing to trust it for {publisher} too. "
+                "Remove its entry from that file first if this is really meant"
+            )
         keys[kid] = {"public": public, "publisher": publisher, "added": int(time.time()), "note": note}
         atomic_write(path, (json.dumps({"keys": keys}, indent=2, sort_keys=True) + "\n").encode(), path.parent)
     return kid
+
+
+def trusts_publisher(publisher: str) -> bool:
+    """Whether some key is trusted to sign for ``publisher`` (your own key does not count)."""
+    return any(v.get("publisher") == publisher for v in trusted().values())
+
+
+REGISTRATION = b"kiln-key-registration/1\x00"  # signed bytes = REGISTRATION + the hub user's name
+
+
+def sign_registration(user: str) -> str:
+    """Proof, for a hub, that whoever registers this key for ``user`` holds its private half."""
+    return base64.b64encode(_private().sign(REGISTRATION + user.encode())).decode()
+
+
+def verify_registration(public: str, user: str, signature: str) -> bool:
+    from cryptography.exceptions import InvalidSignature
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
+
+    try:
+        sig = base64.b64decode(signature, validate=True)
+        Ed25519PublicKey.from_public_bytes(_raw_public(public)).verify(sig, REGISTRATION + user.encode())
+        return True
+    except (InvalidSignature, ValueError, binascii.Error, InputError, TypeError):
+        return False
 
 
 def check_signature(publisher: str, kid: str, digest: str, signature: str, where: str) -> None:

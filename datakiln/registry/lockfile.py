@@ -37,6 +37,18 @@ class Locked:
     dependencies: list[str] = field(default_factory=list)  # "OWNER/NAME@VERSION" of each
 
 
+def _check_dependents(path: Path, current: dict[str, Locked], old: Locked, new: Locked, entries: list[Locked]) -> None:
+    """Moving ``old`` to ``new`` must not leave a locked package built on ``old`` (one this same
+    install replaces too does not count)."""
+    replaced = {e.name for e in entries}
+    for e in current.values():
+        if e.name not in replaced and f"{old.name}@{old.version}" in e.dependencies:
+            raise InputError(
+                f"{path}: {e.name} {e.version} was built on {old.name} {old.version}; installing {old.name} "
+                f"{new.version} would break it. Install a version of {e.name} built on {new.version}, or remove it first"
+            )
+
+
 def find_lock(start: Path) -> Path | None:
     """The nearest kiln.lock at or above ``start``."""
     start = start.resolve()
@@ -60,10 +72,28 @@ def read_lock(path: Path) -> list[Locked]:
     out = []
     for i, entry in enumerate(data.get("package", [])):
         try:
-            out.append(Locked(**entry))
-        except TypeError as e:
+            locked = Locked(**entry)
+            _check_entry(locked)
+        except (TypeError, ValueError, InputError) as e:
             raise InputError(f"{path}: package {i + 1} is not a lock entry ({e}); reinstall it") from None
+        out.append(locked)
     return out
+
+
+def _check_entry(e: Locked) -> None:
+    """Every field a path or a URL is made from, checked: a lock comes from version control."""
+    from .ref import check_segment
+    from .semver import Version
+
+    texts = (e.name, e.version, e.sha256, e.hub, e.publisher, e.key, e.requested)
+    if not all(isinstance(t, str) for t in texts) or not isinstance(e.dependencies, list):
+        raise ValueError("a field has the wrong type")
+    owner, _, name = e.name.partition("/")
+    check_segment(owner, "owner")
+    check_segment(name, "package name")
+    Version.parse(e.version)
+    if len(e.sha256) != 64 or any(c not in "0123456789abcdef" for c in e.sha256):
+        raise ValueError(f"sha256 {e.sha256[:70]!r} is not 64 hex digits")
 
 
 def _toml(value: object) -> str:
@@ -87,6 +117,8 @@ def update_lock(path: Path, entries: list[Locked]) -> list[Locked]:
         current = {e.name: e for e in read_lock(path)}
         for e in entries:
             old = current.get(e.name)
+            if old is not None and old.version != e.version:
+                _check_dependents(path, current, old, e, entries)
             if old is not None and not e.requested and old.sha256 != e.sha256 and old.requested:
                 raise InputError(
                     f"{path}: {e.name} is locked at {old.version}, but a package being installed was built on "

@@ -11,7 +11,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from ..errors import StateError
+from ..errors import InputError, StateError
 from . import keys
 from .ref import check_segment
 from .semver import Version
@@ -35,7 +35,10 @@ def prepare(
     owner, _, name = full_name.partition("/")
     check_segment(owner, "owner")
     check_segment(name, "package name")
-    v = str(Version.parse(version))
+    parsed = Version.parse(version)
+    if parsed.build:
+        raise InputError(f"version {version}: build metadata (+...) cannot tell two published versions apart; drop it")
+    v = str(parsed)
     files = read_package_files(package_dir)
     if expect is not None and not expect.get("passed", True):
         failed = [c["name"] for c in expect.get("checks", []) if not c.get("passed")]
@@ -68,7 +71,7 @@ def publish(
         user = str(reg.remote.api("GET", "user")["user"])
         data, manifest = prepare(package_dir, full_name, version, user, expect=expect, force=force)
         if me["key_id"] not in reg.keys(user):
-            reg.add_key(me["public"])
+            reg.add_key(me["public"], keys.sign_registration(user))
         owner, _, name = full_name.partition("/")
         result = reg.publish(owner, name, str(manifest["version"]), data, keys.sign(manifest["digest"]), me["key_id"])
     return {**result, "publisher": user, "key": me["key_id"], "hub": hub}

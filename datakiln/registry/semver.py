@@ -132,7 +132,7 @@ class Range:
             "": [_Bound(">=", low), _Bound("<", upper)],
             "=": [_Bound(">=", low), _Bound("<", upper)],
             ">=": [_Bound(">=", low)],
-            ">": [_Bound(">=", upper)],
+            ">": [_Bound(">=", Version(*upper.core))],  # not upper's -0: that would admit 1.3.0-beta
             "<": [_Bound("<", low)],
             "<=": [_Bound("<", upper)],
         }[op]

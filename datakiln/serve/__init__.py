@@ -37,7 +37,9 @@ def serve(
     real_port = sock.getsockname()[1]
     if not is_loopback(host):
         print(f"kiln serve: listening on {host}: anyone who can reach it can use the model", file=sys.stderr)
-    batcher = Batcher(model, max_batch=max_batch, max_wait=max_wait)
+    limits = limits or Limits()
+    # The queue holds at least a few requests' worth of images: a request of max_images must fit.
+    batcher = Batcher(model, max_batch=max_batch, max_wait=max_wait, max_queue=max(4096, 4 * limits.max_images))
     app = create_app(model, batcher, limits)
     config = uvicorn.Config(app, log_level="warning", access_log=False, lifespan="off", backlog=2048)
     server = uvicorn.Server(config)

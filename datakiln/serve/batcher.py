@@ -103,28 +103,42 @@ class Batcher:
 
     def _work(self) -> None:
         while batch := self._take():
-            results: list[Any] = [None] * len(batch)
-            good, arrays = [], []
-            size, channels = self.model.size, self.model.channels
-            for i, item in enumerate(batch):
-                try:
-                    arrays.append(pixels.decode(item.data, size, channels, item.name))
-                    good.append(i)
-                except BadImage as e:
-                    results[i] = e
-            if arrays:
-                try:
-                    probs, _ = self.model.run(np.stack(arrays).astype(np.float32) / 255.0)
-                    for j, i in enumerate(good):
-                        results[i] = probs[j]
-                except Exception as e:  # onnxruntime's own errors: every request of the batch gets it
-                    for i in good:
-                        results[i] = e
+            try:
+                results = self._run(batch)
+            except Exception as e:  # never leave a request waiting: a dead worker would hang them all
+                results = [e] * len(batch)
             self.stats.images += len(batch)
             self.stats.batches += 1
             self.stats.largest_batch = max(self.stats.largest_batch, len(batch))
-            pairs = [(item.future, result) for item, result in zip(batch, results)]
-            batch[0].loop.call_soon_threadsafe(_settle, pairs)  # one wake-up of the event loop per batch
+            by_loop: dict[asyncio.AbstractEventLoop, list[tuple[asyncio.Future[Any], Any]]] = {}
+            for item, result in zip(batch, results):
+                by_loop.setdefault(item.loop, []).append((item.future, result))
+            for loop, pairs in by_loop.items():
+                try:
+                    loop.call_soon_threadsafe(_settle, pairs)  # one wake-up of each event loop per batch
+                except RuntimeError:
+                    pass  # that loop is closed: its requests are gone
+
+    def _run(self, batch: list[_Item]) -> list[Any]:
+        """Probabilities or the error of each item: a bad image fails alone."""
+        results: list[Any] = [None] * len(batch)
+        good, arrays = [], []
+        size, channels = self.model.size, self.model.channels
+        for i, item in enumerate(batch):
+            try:
+                arrays.append(pixels.decode(item.data, size, channels, item.name))
+                good.append(i)
+            except Exception as e:  # BadImage, or anything else Pillow raises on hostile bytes
+                results[i] = e if isinstance(e, BadImage) else BadImage(f"{item.name}: cannot be decoded ({e!r})")
+        if arrays:
+            try:
+                probs, _ = self.model.run(np.stack(arrays).astype(np.float32) / 255.0)
+                for j, i in enumerate(good):
+                    results[i] = probs[j]
+            except Exception as e:  # onnxruntime's own errors: every request of the batch gets it
+                for i in good:
+                    results[i] = e
+        return results
 
 
 def _settle(pairs: list[tuple[asyncio.Future[Any], Any]]) -> None:
