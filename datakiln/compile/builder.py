@@ -295,17 +295,11 @@ def _compile(
     px_path = _decode_once(repo, ex, resolved)
     px = PixelFile(px_path)
     tr, va, te = ex.where("train"), ex.where("valid"), ex.where("test")
+    mean, std = _normalization(px, tr, spec, parent, backbone)
     bb_path = None
-    if backbone is not None:  # its weights were trained on its normalisation: keep it
-        from .meld import normalization as bb_normalization
-
-        mean, std = bb_normalization(backbone)
+    if backbone is not None:  # the fits (maybe in worker processes) read the weights from a file
         bb_path = out / "backbone.safetensors"
         bb_path.write_bytes(backbone.weights)
-    elif parent is not None:  # the parent's weights were trained on its normalisation: keep it
-        mean, std = parent.record["input"]["mean"], parent.record["input"]["std"]
-    else:
-        mean, std = normalization(px, tr, spec.input.normalize)
     t_pixels = time.perf_counter()
     run = _cross_fit(px_path, ex, spec, resolved, mean, std, parent, out, show, str(bb_path) if bb_path else None)
     if bb_path is not None:
@@ -331,19 +325,7 @@ def _compile(
     if backbone is not None:
         lineage["backbone"] = backbone.lineage()
     contract = _contract(size, channels, mean, std)
-    dim = run.final.dim
-    manifest: dict[str, Any] = {
-        "name": repo.root.name,
-        "version": f"0.0.0+{bid[:12]}",
-        "architecture": {**dataclasses.asdict(spec.model), "stem": resolved.stem, "embedding_dim": dim},
-        "spec": spec.to_dict(),
-        "input": contract,
-        "classes": ex.classes,
-        "outputs": {"probs": ["N", len(ex.classes)], "embedding": ["N", dim]},
-        # The model card (kiln package info, the hub's package page) reads per class and slice from here.
-        "metrics": {**{s: m[s] for s in ("valid", "test")}, "per_class": m["per_class"], "slices": m["slices"][:100]},
-        "lineage": lineage,
-    }
+    manifest = _manifest(repo.root.name, bid, spec, resolved, ex.classes, run.final.dim, contract, m, lineage)
     if backbone is not None:  # what `kiln install` installs and pins with this package
         manifest["dependencies"] = [backbone.lineage()]
     write_package(out / "package", manifest, {"weights.safetensors": weights, "model.onnx": onnx_bytes})
@@ -372,6 +354,45 @@ def _compile(
         },
     }
     (out / BUILD_JSON).write_text(json.dumps(record, indent=2, sort_keys=True) + "\n")
+
+
+def _normalization(
+    px: PixelFile, train: np.ndarray, spec: Spec, parent: BuildRecord | None, backbone: Backbone | None
+) -> tuple[list[float], list[float]]:
+    """The input normalisation: a backbone's or a warm parent's (their weights were trained on
+    it), else the train split's."""
+    if backbone is not None:
+        from .meld import normalization as backbone_normalization
+
+        return backbone_normalization(backbone)
+    if parent is not None:
+        return parent.record["input"]["mean"], parent.record["input"]["std"]
+    return normalization(px, train, spec.input.normalize)
+
+
+def _manifest(
+    name: str,
+    bid: str,
+    spec: Spec,
+    resolved: Resolved,
+    classes: list[str],
+    dim: int,
+    contract: dict[str, Any],
+    m: dict[str, Any],
+    lineage: dict[str, Any],
+) -> dict[str, Any]:
+    return {
+        "name": name,
+        "version": f"0.0.0+{bid[:12]}",
+        "architecture": {**dataclasses.asdict(spec.model), "stem": resolved.stem, "embedding_dim": dim},
+        "spec": spec.to_dict(),
+        "input": contract,
+        "classes": classes,
+        "outputs": {"probs": ["N", len(classes)], "embedding": ["N", dim]},
+        # The model card (kiln package info, the hub's package page) reads per class and slice from here.
+        "metrics": {**{s: m[s] for s in ("valid", "test")}, "per_class": m["per_class"], "slices": m["slices"][:100]},
+        "lineage": lineage,
+    }
 
 
 def _decode_once(repo: Repo, ex: Examples, resolved: Resolved) -> Path:

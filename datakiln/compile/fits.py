@@ -100,13 +100,7 @@ def run_fit(ctx: FitContext, task: FitTask, report: Report) -> FitSummary:
     T.set_determinism(spec.train.threads, task.seed, r.device)
     px = PixelFile(ctx.pixel_path)
     model = Classifier(spec.model, (r.channels, r.size[0], r.size[1]), ctx.classes, ctx.mean, ctx.std, r.stem)
-    if task.warm_from:
-        _load_weights(model, task.warm_from)
-    elif ctx.backbone:
-        from .meld import imprint_head, load_backbone
-
-        load_backbone(model, ctx.backbone)
-        imprint_head(model, px, task.rows, ctx.y[task.rows])
+    _start_weights(model, ctx, task, px)
     # A fold model's valid accuracy decides nothing unless patience or keep = "best" asks for it:
     # measuring it every epoch cost 7% of a 60,000-image build.
     needed = task.name == FINAL or spec.train.patience > 0 or spec.train.keep == "best"
@@ -167,6 +161,18 @@ def run_fit(ctx: FitContext, task: FitTask, report: Report) -> FitSummary:
         round(time.perf_counter() - t0, 3),
         task.warm_from is not None,
     )
+
+
+def _start_weights(model: Any, ctx: FitContext, task: FitTask, px: Any) -> None:
+    """A warm fit starts from its parent's weights; a meld fit from the backbone's, with the new
+    head imprinted from this fit's rows; any other fit from the seeded random ones."""
+    if task.warm_from:
+        _load_weights(model, task.warm_from)
+    elif ctx.backbone:
+        from .meld import imprint_head, load_backbone
+
+        load_backbone(model, ctx.backbone)
+        imprint_head(model, px, task.rows, ctx.y[task.rows])
 
 
 def _interleave(shares: list[np.ndarray]) -> np.ndarray:

@@ -147,11 +147,7 @@ def fit(
     step = 0
     for epoch in range(passes):
         model.train()
-        frozen = epoch < freeze_epochs
-        for p in model.features.parameters():
-            p.requires_grad_(not frozen)
-        if frozen:
-            model.features.eval()  # BatchNorm keeps the backbone's running statistics
+        _freeze_features(model, epoch < freeze_epochs)
         order = _warm_order(data, steps, bs, rng) if warm else rng.permutation(n)
         bounds = batch_bounds(len(order), bs, world)
         total = 0.0
@@ -194,6 +190,15 @@ def fit(
         result.best_epoch = best[1]
     model.eval()
     return result
+
+
+def _freeze_features(model: Classifier, frozen: bool) -> None:
+    """Train the head alone (``frozen``) or everything: a frozen backbone keeps its weights and,
+    in eval mode, its BatchNorm running statistics."""
+    for p in model.features.parameters():
+        p.requires_grad_(not frozen)
+    if frozen:
+        model.features.eval()
 
 
 def _placed(model: Classifier, device: str, world: int) -> nn.Module:

@@ -140,7 +140,7 @@ def card(v: dict[str, Any]) -> str:
 
 
 def _per_class(m: dict[str, Any]) -> str:
-    pc = (m.get("metrics") or {}).get("per_class") or (m.get("report") or {}).get("per_class")
+    pc = (m.get("metrics") or {}).get("per_class")
     if not pc:
         return ""
     rows = "".join(

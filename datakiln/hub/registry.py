@@ -91,10 +91,11 @@ def one_version(hub: Hub, owner: str, name: str, version: str) -> dict[str, Any]
 
 
 def accept(
-    hub: Hub, user: str, owner: str, name: str, version: str, tmp: Path, key_id: str, signature: str
+    hub: Hub, user: str, owner: str, name: str, version: str, tmp: Path, sha: str, key_id: str, signature: str
 ) -> dict[str, Any]:
-    """Check a spooled archive and record it as ``owner/name`` ``version`` (runs in a thread)."""
-    sha, size = _sha256(tmp), tmp.stat().st_size
+    """Check a spooled archive (whose sha256 was taken as it arrived) and record it as
+    ``owner/name`` ``version`` (runs in a thread)."""
+    size = tmp.stat().st_size
     files = read_package_files(tmp)  # hashes, sizes, the graph's external data: BadPackage if anything is off
     manifest = json.loads(files[MANIFEST])
     full = f"{owner}/{name}"
@@ -128,14 +129,6 @@ def accept(
     }
     hub.meta.add_version(fields)
     return {"name": full, "version": version, "sha256": sha, "size": size}
-
-
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        while chunk := f.read(1 << 20):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 def may_publish(hub: Hub, request: Request, owner: str) -> str:
@@ -198,14 +191,16 @@ def add_routes(app: FastAPI, hub: Hub) -> None:
         tmp_dir.mkdir(parents=True, exist_ok=True)
         tmp = temp_path(tmp_dir, "publish")
         try:
-            size = 0
+            size, h = 0, hashlib.sha256()
             with open(tmp, "wb") as f:
                 async for chunk in request.stream():
                     size += len(chunk)
                     if size > PACKAGE_MAX:
                         raise TooLarge(f"the package is over {PACKAGE_MAX:,} bytes; nothing was published")
+                    h.update(chunk)
                     f.write(chunk)
-            result = await run_in_threadpool(accept, hub, user, owner, name, version, tmp, key_id, signature)
+            args = (hub, user, owner, name, version, tmp, h.hexdigest(), key_id, signature)
+            result = await run_in_threadpool(accept, *args)
         finally:
             tmp.unlink(missing_ok=True)
         return json_response(result, 201)

@@ -45,9 +45,12 @@ def archive_bytes(files: dict[str, bytes]) -> bytes:
     return buf.getvalue()
 
 
-def read_package_files(path: Path) -> dict[str, bytes]:
-    """The three files of a package directory or archive, verified against the manifest's hashes."""
-    if path.is_dir():
+def read_package_files(path: Path, data: bytes | None = None) -> dict[str, bytes]:
+    """The three files of a package directory or archive, verified against the manifest's hashes.
+    ``data``: the archive's bytes, already read (and hashed) by the caller; ``path`` names them."""
+    if data is not None:
+        files = _read_archive(path, data)
+    elif path.is_dir():
         files = _read_dir(path)
     elif zipfile.is_zipfile(path):
         files = _read_archive(path)
@@ -81,9 +84,9 @@ def _read_dir(path: Path) -> dict[str, bytes]:
     return files
 
 
-def _read_archive(path: Path) -> dict[str, bytes]:
+def _read_archive(path: Path, data: bytes | None = None) -> dict[str, bytes]:
     try:
-        with zipfile.ZipFile(path) as z:
+        with zipfile.ZipFile(io.BytesIO(data) if data is not None else path) as z:
             infos = {i.filename: i for i in z.infolist()}
             if set(infos) != {MANIFEST, *FILES} or len(z.infolist()) != len(infos):
                 raise BadPackage(

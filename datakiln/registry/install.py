@@ -340,9 +340,8 @@ def verified_files(cache: Cache, rec: dict[str, Any]) -> dict[str, bytes]:
     from ..package import MANIFEST, read_package_files
 
     sha = str(rec["sha256"])
-    cache.verified_bytes(sha)
     path = cache.archive(sha)
-    files = read_package_files(path)
+    files = read_package_files(path, cache.verified_bytes(sha))  # read once: hashed, then unpacked
     manifest = json.loads(files[MANIFEST])
     digest = manifest.get("digest")
     where = f"{rec.get('name')} {rec.get('version')} ({path})"
